@@ -1,0 +1,735 @@
+//! The embedded backend: one redb file in the data directory, one writer thread that batches
+//! concurrent writes into one durable commit (group commit), leases in memory with a periodic
+//! checkpoint, and watches fed from each commit.
+//!
+//! Tables: `meta` (format version, revision, compaction point, next lease id), `kv` (the
+//! current value of every key), `log` (the events of every revision since the compaction
+//! point, with each key's previous value: watches replay it and reads at an older revision
+//! undo it), `leases` (every lease's TTL and last checkpoint).
+
+mod codec;
+mod committer;
+mod leases;
+mod watch;
+
+use crate::{
+    Clock, KeyRange, KeyValue, LeaseGrant, LeaseId, LeaseStatus, MonotonicClock, RangeRequest,
+    RangeResponse, Result, Revision, Store, StoreError, StoreKind, StoreStatus, Txn, TxnResponse,
+    WatchStream,
+};
+use bytes::Bytes;
+use committer::{WriteOp, WriteOutcome, WriteRequest};
+use leases::LeaseTable;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+use watch::{RevisionBatch, WatchHub};
+
+pub use codec::FORMAT_VERSION;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("leases");
+
+const META_FORMAT: &str = "format_version";
+const META_REVISION: &str = "revision";
+const META_COMPACT: &str = "compact_revision";
+const META_NEXT_LEASE: &str = "next_lease_id";
+
+/// The data file's name inside the data directory.
+pub const DATA_FILE: &str = "berth.redb";
+/// The lock file that keeps a second berth away from a data directory in use.
+pub const LOCK_FILE: &str = "berth.lock";
+
+#[derive(Clone)]
+pub struct EmbeddedOptions {
+    pub data_dir: PathBuf,
+    pub clock: Arc<dyn Clock>,
+    /// redb's page cache.
+    pub cache_bytes: usize,
+    /// Automatic compaction keeps this many revisions of history (0: never compact).
+    pub retained_revisions: i64,
+    pub compaction_interval: Duration,
+    pub checkpoint_interval: Duration,
+    /// How often expired leases are looked for; bounds how late an expiry is noticed.
+    pub expiry_check_interval: Duration,
+}
+
+impl EmbeddedOptions {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        EmbeddedOptions {
+            data_dir: data_dir.into(),
+            clock: Arc::new(MonotonicClock),
+            cache_bytes: 64 * 1024 * 1024,
+            retained_revisions: 100_000,
+            compaction_interval: Duration::from_secs(60),
+            checkpoint_interval: Duration::from_secs(1),
+            expiry_check_interval: Duration::from_millis(20),
+        }
+    }
+
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EmbeddedStats {
+    /// Durable commits (fsyncs) since open.
+    pub commits: u64,
+    /// Writes (transactions, grants, revokes, expiries, checkpoints) those commits carried.
+    pub writes: u64,
+    pub leases: usize,
+}
+
+/// Why the embedded store could not open. Each message is meant to be the one line an
+/// operator reads before fixing it.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "data directory {path} is in use by another berth process{}; stop it or choose another --data-dir",
+        holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    Locked { path: PathBuf, holder: Option<u32> },
+    #[error(
+        "{path} has data format version {found}, and this berth reads version {supported}; run a berth that matches the file, or start on an empty data directory"
+    )]
+    UnknownFormat {
+        path: PathBuf,
+        found: u64,
+        supported: u64,
+    },
+    #[error(
+        "{path} is damaged and was not opened ({detail}); restore it from a backup, or move it aside to start empty"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("cannot open {path}: {detail}")]
+    Io { path: PathBuf, detail: String },
+}
+
+/// What the committer thread and the readers share.
+pub(crate) struct Shared {
+    db: redb::Database,
+    clock: Arc<dyn Clock>,
+    leases: Mutex<LeaseTable>,
+    hub: WatchHub,
+    commits: AtomicU64,
+    writes: AtomicU64,
+    /// Held for as long as the database is open.
+    _lock: File,
+}
+
+impl Shared {
+    fn leases(&self) -> MutexGuard<'_, LeaseTable> {
+        self.leases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn range(&self, request: &RangeRequest) -> Result<RangeResponse> {
+        let read = self.db.begin_read().map_err(storage)?;
+        let meta = read.open_table(META).map_err(storage)?;
+        let current = Revision(meta_value(&meta, META_REVISION)? as i64);
+        let compacted = Revision(meta_value(&meta, META_COMPACT)? as i64);
+        let at = match request.revision {
+            None => current,
+            Some(at) if at.0 <= 0 => {
+                return Err(StoreError::InvalidRequest(format!(
+                    "revision {at} is not a revision"
+                )));
+            }
+            Some(at) if at > current => {
+                return Err(StoreError::FutureRevision {
+                    requested: at,
+                    current,
+                });
+            }
+            Some(at) if at < compacted => {
+                return Err(StoreError::Compacted {
+                    requested: at,
+                    oldest_available: Some(compacted),
+                });
+            }
+            Some(at) => at,
+        };
+        let kv = read.open_table(KV).map_err(storage)?;
+        // At the current revision the limit can stop the scan; at an older one every key in
+        // range is needed, since undoing later changes can add keys back.
+        let scan_limit = match (at == current, request.limit) {
+            (true, Some(limit)) => limit.saturating_add(1),
+            _ => usize::MAX,
+        };
+        let mut found: BTreeMap<Bytes, KeyValue> = BTreeMap::new();
+        match &request.range {
+            KeyRange::Key(key) => {
+                if let Some(value) = kv.get(key.as_ref()).map_err(storage)? {
+                    found.insert(key.clone(), codec::decode_record(key, value.value())?);
+                }
+            }
+            KeyRange::Prefix(prefix) => {
+                for entry in prefix_range(&kv, prefix)?.take(scan_limit) {
+                    let (key, value) = entry.map_err(storage)?;
+                    let record = codec::decode_record(key.value(), value.value())?;
+                    found.insert(record.key.clone(), record);
+                }
+            }
+        }
+        if at < current {
+            let log = read.open_table(LOG).map_err(storage)?;
+            for entry in log
+                .range((at.0 as u64 + 1)..=(current.0 as u64))
+                .map_err(storage)?
+                .rev()
+            {
+                let (_, events) = entry.map_err(storage)?;
+                for event in codec::decode_events(events.value())?.into_iter().rev() {
+                    if !request.range.contains(&event.kv.key) {
+                        continue;
+                    }
+                    match event.prev_kv {
+                        Some(prev) => found.insert(prev.key.clone(), prev),
+                        None => found.remove(&event.kv.key),
+                    };
+                }
+            }
+        }
+        let mut kvs: Vec<KeyValue> = found.into_values().collect();
+        let more = request.limit.is_some_and(|limit| kvs.len() > limit);
+        if let Some(limit) = request.limit {
+            kvs.truncate(limit);
+        }
+        Ok(RangeResponse {
+            kvs,
+            revision: at,
+            more,
+        })
+    }
+
+    /// The revisions `from..=to` from the on-disk log, for watchers that fell behind the ring.
+    fn read_log(&self, from: Revision, to: Revision) -> Result<Vec<RevisionBatch>> {
+        let read = self.db.begin_read().map_err(storage)?;
+        let meta = read.open_table(META).map_err(storage)?;
+        let compacted = Revision(meta_value(&meta, META_COMPACT)? as i64);
+        if from < compacted {
+            return Err(StoreError::Compacted {
+                requested: from,
+                oldest_available: Some(compacted),
+            });
+        }
+        let log = read.open_table(LOG).map_err(storage)?;
+        let mut batches = Vec::new();
+        for entry in log.range(from.0 as u64..=to.0 as u64).map_err(storage)? {
+            let (revision, events) = entry.map_err(storage)?;
+            batches.push(RevisionBatch {
+                revision: Revision(revision.value() as i64),
+                events: codec::decode_events(events.value())?,
+            });
+        }
+        if batches.first().map(|b| b.revision) != Some(from) {
+            return Err(StoreError::Storage(format!(
+                "revision {from} is missing from the log"
+            )));
+        }
+        Ok(batches)
+    }
+}
+
+fn prefix_range<'t>(
+    table: &'t impl ReadableTable<&'static [u8], &'static [u8]>,
+    prefix: &[u8],
+) -> Result<redb::Range<'t, &'static [u8], &'static [u8]>> {
+    let range = match prefix_end(prefix) {
+        Some(end) => table.range::<&[u8]>(prefix..end.as_slice()),
+        None => table.range::<&[u8]>(prefix..),
+    };
+    range.map_err(storage)
+}
+
+/// The first key after every key that starts with `prefix`; `None` when there is none (an
+/// empty prefix, or one made only of 0xff bytes).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+fn meta_value(table: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64> {
+    match table.get(key).map_err(storage)? {
+        Some(value) => Ok(value.value()),
+        None => Err(StoreError::Storage(format!(
+            "the data file has no `{key}` entry"
+        ))),
+    }
+}
+
+pub(crate) fn storage(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Storage(error.to_string())
+}
+
+pub(crate) fn unix_millis_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    writes: mpsc::UnboundedSender<WriteRequest>,
+    committer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// The embedded store. Clones share one database.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `options.data_dir`. Must be called inside a tokio
+    /// runtime: the lease reaper, the checkpoint and compaction run as tasks on it.
+    pub async fn open(options: EmbeddedOptions) -> Result<EmbeddedStore, OpenError> {
+        let opening = options.clone();
+        let (shared, state) = tokio::task::spawn_blocking(move || open_files(&opening))
+            .await
+            .map_err(|e| OpenError::Io {
+                path: options.data_dir.clone(),
+                detail: format!("opening thread failed: {e}"),
+            })??;
+        let shared = Arc::new(shared);
+        let (writes, receiver) = mpsc::unbounded_channel();
+        let committer =
+            committer::spawn(shared.clone(), receiver, state).map_err(|e| OpenError::Io {
+                path: options.data_dir.clone(),
+                detail: format!("cannot start the writer thread: {e}"),
+            })?;
+        let inner = Arc::new(Inner {
+            shared,
+            writes,
+            committer: Mutex::new(Some(committer)),
+        });
+        spawn_background_tasks(Arc::downgrade(&inner), &options);
+        Ok(EmbeddedStore { inner })
+    }
+
+    async fn submit(&self, op: WriteOp) -> Result<WriteOutcome> {
+        let (reply, response) = oneshot::channel();
+        self.inner
+            .writes
+            .send(WriteRequest {
+                op,
+                reply: Some(reply),
+            })
+            .map_err(|_| StoreError::Closed)?;
+        response.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Writes a final lease checkpoint, ends every watch and stops the writer thread. Calls
+    /// after this fail with `Closed`. The file itself is released when the last clone drops.
+    pub async fn close(&self) -> Result<()> {
+        let outcome = self.submit(WriteOp::Shutdown).await;
+        let handle = self
+            .inner
+            .committer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+        match outcome {
+            Ok(_) | Err(StoreError::Closed) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Counters since open: how many durable commits carried how many writes.
+    pub fn stats(&self) -> EmbeddedStats {
+        let shared = &self.inner.shared;
+        EmbeddedStats {
+            commits: shared.commits.load(Ordering::Relaxed),
+            writes: shared.writes.load(Ordering::Relaxed),
+            leases: shared.leases().len(),
+        }
+    }
+}
+
+impl Store for EmbeddedStore {
+    fn kind(&self) -> StoreKind {
+        StoreKind::Embedded
+    }
+
+    async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
+        self.inner.shared.range(&request)
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        match self.submit(WriteOp::Txn(txn)).await? {
+            WriteOutcome::Txn(response) => Ok(response),
+            _ => Err(StoreError::Storage("unexpected writer reply".into())),
+        }
+    }
+
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseGrant> {
+        match self.submit(WriteOp::Grant(ttl)).await? {
+            WriteOutcome::Grant(grant) => Ok(grant),
+            _ => Err(StoreError::Storage("unexpected writer reply".into())),
+        }
+    }
+
+    async fn lease_keepalive(&self, id: LeaseId) -> Result<Duration> {
+        let now = self.inner.shared.clock.now();
+        self.inner.shared.leases().keepalive(id, now)
+    }
+
+    async fn lease_revoke(&self, id: LeaseId) -> Result<()> {
+        self.submit(WriteOp::Revoke(id)).await.map(|_| ())
+    }
+
+    async fn lease_time_to_live(&self, id: LeaseId) -> Result<LeaseStatus> {
+        let now = self.inner.shared.clock.now();
+        let leases = self.inner.shared.leases();
+        match leases.get(id) {
+            Some(entry) if entry.deadline > now => {
+                let mut keys: Vec<Bytes> = entry.keys.iter().cloned().collect();
+                keys.sort();
+                Ok(LeaseStatus {
+                    id,
+                    granted_ttl: entry.ttl,
+                    remaining: entry.deadline - now,
+                    keys,
+                })
+            }
+            _ => Err(StoreError::LeaseNotFound(id)),
+        }
+    }
+
+    async fn watch(&self, prefix: Bytes, start_revision: Option<Revision>) -> Result<WatchStream> {
+        let shared = &self.inner.shared;
+        let start = match start_revision {
+            Some(revision) if revision.0 <= 0 => {
+                return Err(StoreError::InvalidRequest(format!(
+                    "watch start revision {revision} is not a revision"
+                )));
+            }
+            Some(revision) => revision,
+            None => shared.hub.revision().next(),
+        };
+        let (sender, stream) = WatchStream::channel();
+        tokio::spawn(watch::run_watcher(shared.clone(), prefix, start, sender));
+        Ok(stream)
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        self.submit(WriteOp::Compact(revision)).await.map(|_| ())
+    }
+
+    async fn status(&self) -> Result<StoreStatus> {
+        let hub = &self.inner.shared.hub;
+        Ok(StoreStatus {
+            revision: hub.revision(),
+            compact_revision: Some(hub.compact_revision()),
+        })
+    }
+}
+
+/// The reaper, the lease checkpoint and automatic compaction. Each holds the store weakly and
+/// stops when it is gone.
+fn spawn_background_tasks(inner: Weak<Inner>, options: &EmbeddedOptions) {
+    let every = |period: Duration, inner: Weak<Inner>, tick: fn(&Inner)| {
+        tokio::spawn(async move {
+            let mut interval = first_tick_after(period);
+            loop {
+                interval.tick().await;
+                let Some(inner) = inner.upgrade() else { return };
+                if inner.writes.is_closed() {
+                    return;
+                }
+                tick(&inner);
+            }
+        });
+    };
+    every(options.expiry_check_interval, inner.clone(), |inner| {
+        let now = inner.shared.clock.now();
+        let expired = inner.shared.leases().take_expired(now);
+        if !expired.is_empty() {
+            let _ = inner.writes.send(WriteRequest {
+                op: WriteOp::Expire(expired),
+                reply: None,
+            });
+        }
+    });
+    every(options.checkpoint_interval, inner.clone(), |inner| {
+        let _ = inner.writes.send(WriteRequest {
+            op: WriteOp::Checkpoint,
+            reply: None,
+        });
+    });
+    if options.retained_revisions > 0 {
+        let retained = options.retained_revisions;
+        let period = options.compaction_interval;
+        tokio::spawn(async move {
+            let mut interval = first_tick_after(period);
+            loop {
+                interval.tick().await;
+                let Some(inner) = inner.upgrade() else { return };
+                if inner.writes.is_closed() {
+                    return;
+                }
+                let hub = &inner.shared.hub;
+                let target = Revision(hub.revision().0 - retained);
+                if target > hub.compact_revision() {
+                    let _ = inner.writes.send(WriteRequest {
+                        op: WriteOp::Compact(target),
+                        reply: None,
+                    });
+                }
+            }
+        });
+    }
+}
+
+/// An interval whose first tick comes after one period, not at once.
+fn first_tick_after(period: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
+}
+
+/// Everything opening does before the writer thread starts: the directory, the lock, the
+/// file, its format, and the leases to bring back.
+fn open_files(options: &EmbeddedOptions) -> Result<(Shared, committer::State), OpenError> {
+    let dir = &options.data_dir;
+    std::fs::create_dir_all(dir).map_err(|source| OpenError::DataDir {
+        path: dir.clone(),
+        source,
+    })?;
+    let lock = lock_data_dir(dir)?;
+    let path = dir.join(DATA_FILE);
+    let db = open_database(&path, options.cache_bytes)?;
+    let corrupt = |detail: String| OpenError::Corrupt {
+        path: path.clone(),
+        detail,
+    };
+
+    let write = db.begin_write().map_err(|e| corrupt(e.to_string()))?;
+    let state;
+    let lease_records;
+    {
+        let mut meta = write.open_table(META).map_err(|e| corrupt(e.to_string()))?;
+        let format = meta
+            .get(META_FORMAT)
+            .map_err(|e| corrupt(e.to_string()))?
+            .map(|v| v.value());
+        match format {
+            None => {
+                // A new file: an empty store is at revision 1, as etcd is.
+                for (key, value) in [
+                    (META_FORMAT, FORMAT_VERSION),
+                    (META_REVISION, 1),
+                    (META_COMPACT, 1),
+                    (META_NEXT_LEASE, 1),
+                ] {
+                    meta.insert(key, value)
+                        .map_err(|e| corrupt(e.to_string()))?;
+                }
+            }
+            Some(FORMAT_VERSION) => {}
+            Some(found) => {
+                return Err(OpenError::UnknownFormat {
+                    path,
+                    found,
+                    supported: FORMAT_VERSION,
+                });
+            }
+        }
+        let read_meta = |key| meta_value(&meta, key).map_err(|e| corrupt(e.to_string()));
+        state = committer::State {
+            revision: Revision(read_meta(META_REVISION)? as i64),
+            compact_revision: Revision(read_meta(META_COMPACT)? as i64),
+            next_lease_id: read_meta(META_NEXT_LEASE)? as i64,
+        };
+        // Create the other tables so readers never meet a missing one.
+        write.open_table(KV).map_err(|e| corrupt(e.to_string()))?;
+        write.open_table(LOG).map_err(|e| corrupt(e.to_string()))?;
+        let leases = write
+            .open_table(LEASES)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let mut records = Vec::new();
+        for entry in leases.iter().map_err(|e| corrupt(e.to_string()))? {
+            let (id, value) = entry.map_err(|e| corrupt(e.to_string()))?;
+            let record = codec::decode_lease(value.value()).map_err(|e| corrupt(e.to_string()))?;
+            records.push((LeaseId(id.value() as i64), record));
+        }
+        lease_records = records;
+    }
+    write.commit().map_err(|e| corrupt(e.to_string()))?;
+
+    // Every surviving lease gets a full TTL from now, as etcd gives on restart: its owner had
+    // no server to renew against while this one was down.
+    let now = options.clock.now();
+    let now_unix = unix_millis_now();
+    let mut table = LeaseTable::default();
+    let mut overdue = 0usize;
+    for (id, record) in &lease_records {
+        table.insert(*id, Duration::from_millis(record.ttl_ms), now);
+        if record.checkpoint_unix_ms + record.remaining_ms < now_unix {
+            overdue += 1;
+        }
+    }
+    let read = db.begin_read().map_err(|e| corrupt(e.to_string()))?;
+    let kv = read.open_table(KV).map_err(|e| corrupt(e.to_string()))?;
+    let mut orphans = 0usize;
+    for entry in kv.iter().map_err(|e| corrupt(e.to_string()))? {
+        let (key, value) = entry.map_err(|e| corrupt(e.to_string()))?;
+        let record =
+            codec::decode_record(key.value(), value.value()).map_err(|e| corrupt(e.to_string()))?;
+        if let Some(lease) = record.lease {
+            if table.get(lease).is_some() {
+                table.attach(lease, record.key);
+            } else {
+                orphans += 1;
+            }
+        }
+    }
+    drop(kv);
+    drop(read);
+    if !lease_records.is_empty() {
+        tracing::info!(
+            leases = lease_records.len(),
+            overdue,
+            "restored leases; each has a full TTL from now to be renewed"
+        );
+    }
+    if orphans > 0 {
+        tracing::warn!(
+            keys = orphans,
+            "keys refer to leases that no longer exist; they are kept as they are"
+        );
+    }
+    metrics::gauge!("berth_store_leases").set(table.len() as f64);
+    metrics::gauge!("berth_store_revision").set(state.revision.0 as f64);
+    Ok((
+        Shared {
+            db,
+            clock: options.clock.clone(),
+            leases: Mutex::new(table),
+            hub: WatchHub::new(state.revision, state.compact_revision),
+            commits: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            _lock: lock,
+        },
+        state,
+    ))
+}
+
+fn lock_data_dir(dir: &Path) -> Result<File, OpenError> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| OpenError::DataDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Err(OpenError::Locked {
+                path: dir.to_path_buf(),
+                holder: holder.trim().parse().ok(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(source)) => {
+            return Err(OpenError::DataDir {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    }
+    let record_pid = |file: &mut File| -> std::io::Result<()> {
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", std::process::id())?;
+        file.sync_all()
+    };
+    record_pid(&mut file).map_err(|source| OpenError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    Ok(file)
+}
+
+fn open_database(path: &Path, cache_bytes: usize) -> Result<redb::Database, OpenError> {
+    let mut builder = redb::Builder::new();
+    builder
+        .set_cache_size(cache_bytes)
+        // Verify every page's checksum at open: a damaged file is refused instead of served.
+        .set_check_integrity_on_open(true);
+    // redb reports damage as errors, but a few checks in it assert; a damaged file must end
+    // in a clear message, not a panic trace.
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.create(path)));
+    let to_open_error = |error: redb::DatabaseError| match error {
+        redb::DatabaseError::DatabaseAlreadyOpen => OpenError::Locked {
+            path: path.parent().unwrap_or(path).to_path_buf(),
+            holder: None,
+        },
+        redb::DatabaseError::UpgradeRequired(version) => OpenError::UnknownFormat {
+            path: path.to_path_buf(),
+            found: u64::from(version),
+            supported: FORMAT_VERSION,
+        },
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => OpenError::Io {
+            path: path.to_path_buf(),
+            detail: io.to_string(),
+        },
+        other => OpenError::Corrupt {
+            path: path.to_path_buf(),
+            detail: other.to_string(),
+        },
+    };
+    match opened {
+        Ok(result) => result.map_err(to_open_error),
+        Err(panic) => Err(OpenError::Corrupt {
+            path: path.to_path_buf(),
+            detail: panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the file could not be read".into()),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_skips_trailing_ff() {
+        assert_eq!(prefix_end(b"abc"), Some(b"abd".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+}
