@@ -1,0 +1,16 @@
+//! berth's pure domain: the names, records and rules every surface shares. Nothing here does
+//! I/O or reads a clock (time comes in as a value), and nothing here knows a wire format: each
+//! surface owns its DTOs and converts them into the validated commands defined here.
+
+mod error;
+mod instance;
+mod names;
+mod time;
+
+pub use error::{ValidationError, ValidationErrors};
+pub use instance::{
+    Address, Instance, InstanceDefaults, InstanceDraft, InstanceFilter, InstanceSpec, MAX_TTL,
+    MIN_TTL, OfflineReason,
+};
+pub use names::{InstanceId, ServiceName};
+pub use time::Timestamp;

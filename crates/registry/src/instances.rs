@@ -1,0 +1,342 @@
+//! Writes to live instances: register (or renew, or update), heartbeat, deregister. Each is a
+//! compare-and-swap transaction on the instance's key, retried when another writer got there
+//! first, and the instance's record always sits on its own lease.
+
+use crate::error::{RegistryError, Result};
+use crate::records::{StoredInstance, decode_instance, encode_instance};
+use crate::view::LiveInstance;
+use crate::{Registry, keys};
+use berth_domain::{Instance, InstanceId, InstanceSpec, ServiceName, Timestamp};
+use berth_store::{Compare, LeaseId, Revision, Store, StoreError, Txn, TxnOp, get};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How many times a write is retried when the record changed under it.
+const ATTEMPTS: usize = 8;
+
+/// A read-only look at an instance with the bookkeeping a response shows.
+#[derive(Clone, Copy, Debug)]
+pub struct InstanceRef<'a> {
+    pub instance: &'a Instance,
+    pub revision_index: Revision,
+    pub last_heartbeat: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+impl LiveInstance {
+    pub fn as_ref(&self) -> InstanceRef<'_> {
+        InstanceRef {
+            instance: &self.instance,
+            revision_index: self.revision_index,
+            last_heartbeat: self.last_heartbeat(),
+            expires_at: self.expires_at(),
+        }
+    }
+}
+
+/// The outcome of a registration.
+#[derive(Clone, Debug)]
+pub struct Registered {
+    pub instance: Instance,
+    pub revision_index: Revision,
+    pub last_heartbeat: Timestamp,
+    pub lease_ttl: Duration,
+    pub outcome: RegistrationOutcome,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegistrationOutcome {
+    /// A new instance.
+    Created,
+    /// An existing instance whose fields changed.
+    Updated,
+    /// The same instance registered again: its lease was renewed and nothing was written.
+    Renewed,
+}
+
+impl Registered {
+    pub fn as_ref(&self) -> InstanceRef<'_> {
+        InstanceRef {
+            instance: &self.instance,
+            revision_index: self.revision_index,
+            last_heartbeat: self.last_heartbeat,
+            expires_at: self.last_heartbeat.plus(self.lease_ttl),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeartbeatAck {
+    pub expires_at: Timestamp,
+    pub ttl: Duration,
+}
+
+impl Registry {
+    /// Registers `spec`, or renews it when the same instance is already registered with the
+    /// same fields, or updates it when its fields changed.
+    pub async fn register(&self, spec: InstanceSpec) -> Result<Registered> {
+        let (service, id) = (spec.service.clone(), spec.id.clone());
+        self.register_with(&service, &id, |_| Ok(spec.clone()))
+            .await
+    }
+
+    /// Like [`Registry::register`], with the spec built from the instance as it is now (or
+    /// `None`): for surfaces whose registrations merge into what is there (lyft's tags).
+    pub async fn register_with(
+        &self,
+        service: &ServiceName,
+        id: &InstanceId,
+        build: impl Fn(Option<&Instance>) -> Result<InstanceSpec>,
+    ) -> Result<Registered> {
+        let store = self.store();
+        let key = keys::instance_key(service.as_str(), id.as_str());
+        for _ in 0..ATTEMPTS {
+            let current = get(store, key.clone()).await?;
+            let stored = match &current {
+                Some(kv) => Some(
+                    decode_instance(kv)
+                        .map_err(|e| RegistryError::Store(StoreError::Storage(e)))?,
+                ),
+                None => None,
+            };
+            let spec = build(stored.as_ref().map(|s| &s.instance))?;
+            if &spec.service != service || &spec.id != id {
+                return Err(RegistryError::conflict(
+                    "a registration cannot move an instance to another service or id",
+                ));
+            }
+            let now = self.now();
+            let attempt = match (&current, stored) {
+                (None, _) => self.create(&key, spec, now).await?,
+                (Some(kv), Some(stored)) => {
+                    self.replace(&key, kv.mod_revision, stored, spec, now)
+                        .await?
+                }
+                (Some(_), None) => unreachable!("decoded above"),
+            };
+            if let Some(registered) = attempt {
+                let counter = match registered.outcome {
+                    RegistrationOutcome::Created => "created",
+                    RegistrationOutcome::Updated => "updated",
+                    RegistrationOutcome::Renewed => "renewed",
+                };
+                metrics::counter!("berth_registrations_total", "outcome" => counter).increment(1);
+                return Ok(registered);
+            }
+        }
+        Err(RegistryError::conflict(format!(
+            "instance {id} of {service} kept changing during the registration; try again"
+        )))
+    }
+
+    /// A new instance on a new lease. `None` when someone created it first.
+    async fn create(
+        &self,
+        key: &bytes::Bytes,
+        spec: InstanceSpec,
+        now: Timestamp,
+    ) -> Result<Option<Registered>> {
+        let store = self.store();
+        let grant = store.lease_grant(spec.ttl).await?;
+        let instance = Instance {
+            spec,
+            registered_at: now,
+        };
+        let txn = Txn::new()
+            .when(vec![Compare::absent(key.clone())])
+            .and_then(vec![TxnOp::put(
+                key.clone(),
+                encode_instance(&instance, grant.ttl),
+                Some(grant.id),
+            )]);
+        let response = match store.txn(txn).await {
+            Ok(response) => response,
+            Err(error) => {
+                self.revoke_in_background(grant.id);
+                return Err(error.into());
+            }
+        };
+        if !response.succeeded {
+            self.revoke_in_background(grant.id);
+            return Ok(None);
+        }
+        self.written(response.revision).await?;
+        Ok(Some(Registered {
+            instance,
+            revision_index: response.revision,
+            last_heartbeat: now,
+            lease_ttl: grant.ttl,
+            outcome: RegistrationOutcome::Created,
+        }))
+    }
+
+    /// Renews or rewrites an existing instance. `None` when the record changed meanwhile.
+    async fn replace(
+        &self,
+        key: &bytes::Bytes,
+        seen: Revision,
+        stored: StoredInstance,
+        spec: InstanceSpec,
+        now: Timestamp,
+    ) -> Result<Option<Registered>> {
+        let store = self.store();
+        let unchanged = stored.instance.spec == spec;
+        // The same lease serves as long as it is alive and has the asked TTL.
+        let mut live_lease = None;
+        if let Some(lease) = stored
+            .lease
+            .filter(|_| stored.instance.spec.ttl == spec.ttl)
+        {
+            match store.lease_keepalive(lease).await {
+                Ok(ttl) => live_lease = Some((lease, ttl)),
+                Err(StoreError::LeaseNotFound(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        if unchanged && let Some((_, ttl)) = live_lease {
+            if let Some(live) = self.view_instance(&spec.service, &spec.id) {
+                live.record_heartbeat(now);
+            }
+            return Ok(Some(Registered {
+                instance: stored.instance,
+                revision_index: stored.revision_index,
+                last_heartbeat: now,
+                lease_ttl: ttl,
+                outcome: RegistrationOutcome::Renewed,
+            }));
+        }
+        let (lease, lease_ttl, fresh) = match live_lease {
+            Some((lease, ttl)) => (lease, ttl, false),
+            None => {
+                let grant = store.lease_grant(spec.ttl).await?;
+                (grant.id, grant.ttl, true)
+            }
+        };
+        let instance = Instance {
+            spec,
+            registered_at: stored.instance.registered_at,
+        };
+        let txn = Txn::new()
+            .when(vec![Compare::unchanged_since(key.clone(), seen)])
+            .and_then(vec![TxnOp::put(
+                key.clone(),
+                encode_instance(&instance, lease_ttl),
+                Some(lease),
+            )]);
+        let response = match store.txn(txn).await {
+            Ok(response) => response,
+            Err(error) => {
+                if fresh {
+                    self.revoke_in_background(lease);
+                }
+                return Err(error.into());
+            }
+        };
+        if !response.succeeded {
+            if fresh {
+                self.revoke_in_background(lease);
+            }
+            return Ok(None);
+        }
+        if fresh && let Some(old) = stored.lease {
+            // The record moved to the new lease; the old one holds nothing any more.
+            self.revoke_in_background(old);
+        }
+        self.written(response.revision).await?;
+        Ok(Some(Registered {
+            instance,
+            revision_index: response.revision,
+            last_heartbeat: now,
+            lease_ttl,
+            outcome: if unchanged {
+                // Same fields, but its lease had run out: it is back on a new one.
+                RegistrationOutcome::Renewed
+            } else {
+                RegistrationOutcome::Updated
+            },
+        }))
+    }
+
+    /// Renews an instance's lease. `NotFound` when it is not registered or already expired:
+    /// the client must register again.
+    pub async fn heartbeat(&self, service: &ServiceName, id: &InstanceId) -> Result<HeartbeatAck> {
+        self.sync_local_writes().await?;
+        let not_found = || {
+            RegistryError::NotFound(format!(
+                "instance {id} of service {service} is not registered (or has expired); register it again"
+            ))
+        };
+        let live: Arc<LiveInstance> = self.view_instance(service, id).ok_or_else(not_found)?;
+        match self.store().lease_keepalive(live.lease).await {
+            Ok(ttl) => {
+                let now = self.now();
+                live.record_heartbeat(now);
+                metrics::counter!("berth_heartbeats_total").increment(1);
+                Ok(HeartbeatAck {
+                    expires_at: now.plus(ttl),
+                    ttl,
+                })
+            }
+            Err(StoreError::LeaseNotFound(_)) => Err(not_found()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Removes an instance now. Its `offline` event says `deregistered`.
+    pub async fn deregister(&self, service: &ServiceName, id: &InstanceId) -> Result<()> {
+        let store = self.store();
+        let key = keys::instance_key(service.as_str(), id.as_str());
+        let marker = keys::deregistered_key(service.as_str(), id.as_str());
+        let mut with_marker = true;
+        for _ in 0..ATTEMPTS {
+            let Some(current) = get(store, key.clone()).await? else {
+                return Err(RegistryError::NotFound(format!(
+                    "instance {id} of service {service} is not registered"
+                )));
+            };
+            // The marker rides on the instance's lease, so revoking the lease right after
+            // removes the marker too (and the lease's expiry would, if this node died first).
+            let mut ops = vec![TxnOp::delete(key.clone())];
+            if let Some(lease) = current.lease.filter(|_| with_marker) {
+                ops.push(TxnOp::put(marker.clone(), "deregistered", Some(lease)));
+            }
+            let txn = Txn::new()
+                .when(vec![Compare::unchanged_since(
+                    key.clone(),
+                    current.mod_revision,
+                )])
+                .and_then(ops);
+            let response = match store.txn(txn).await {
+                Ok(response) => response,
+                // The lease ran out a moment ago: delete without a marker on a dead lease.
+                Err(StoreError::LeaseNotFound(_)) => {
+                    with_marker = false;
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
+            if response.succeeded {
+                if let Some(lease) = current.lease {
+                    self.revoke_in_background(lease);
+                }
+                self.written(response.revision).await?;
+                metrics::counter!("berth_deregistrations_total").increment(1);
+                return Ok(());
+            }
+        }
+        Err(RegistryError::conflict(format!(
+            "instance {id} of {service} kept changing during the deregistration; try again"
+        )))
+    }
+
+    fn revoke_in_background(&self, lease: LeaseId) {
+        let store = self.store().clone();
+        tokio::spawn(async move {
+            if let Err(error) = store.lease_revoke(lease).await
+                && !matches!(error, StoreError::LeaseNotFound(_))
+            {
+                tracing::debug!(%error, %lease, "revoking an unused lease failed; it will expire");
+            }
+        });
+    }
+}

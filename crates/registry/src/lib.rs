@@ -1,0 +1,275 @@
+//! berth's registry service: it turns validated domain commands into store transactions, keeps
+//! an in-memory view of every live instance fed by the store's watch, serves queries and
+//! blocking queries from that view, and streams instance events. Every surface (native HTTP,
+//! compat APIs, CLI, agent) goes through it; none of them touches the store.
+
+mod clock;
+mod error;
+mod events;
+mod instances;
+mod keys;
+mod records;
+mod view;
+
+pub use clock::{SystemWallClock, WallClock};
+pub use error::{RegistryError, Result};
+pub use events::{EventBatch, EventItem, EventSubscription, InstanceEvent, InstanceEventKind};
+pub use instances::{HeartbeatAck, InstanceRef, Registered, RegistrationOutcome};
+pub use records::StoredInstance;
+pub use view::{LiveInstance, ServiceSummary, ServiceView};
+
+use berth_domain::{Instance, InstanceDefaults, InstanceId, ServiceName, Timestamp};
+use berth_store::{AnyStore, RangeRequest, Revision, Store, StoreError, StoreKind};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+use view::InstanceView;
+
+/// How long a read waits for this node's view to catch up with a write before giving up.
+const VIEW_CATCH_UP: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug, Default)]
+pub struct RegistryConfig {
+    pub instance_defaults: InstanceDefaults,
+}
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Consistency {
+    /// Sees every write this node acknowledged (the default).
+    #[default]
+    Local,
+    /// Sees every write any node acknowledged before the read started: asks the store for its
+    /// revision first (one round trip on etcd).
+    Consistent,
+}
+
+struct Inner {
+    store: AnyStore,
+    clock: Arc<dyn WallClock>,
+    config: RegistryConfig,
+    instances: Arc<InstanceView>,
+    /// The highest revision this node wrote; reads wait until the view has it.
+    last_local_write: AtomicI64,
+    follower: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+/// The registry. Clones share one state.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+impl Registry {
+    /// Loads the live view from the store and starts following its changes.
+    pub async fn start(
+        store: AnyStore,
+        config: RegistryConfig,
+        clock: Arc<dyn WallClock>,
+    ) -> Result<Registry> {
+        let loaded = store.range(RangeRequest::prefix(keys::INSTANCES)).await?;
+        let instances = Arc::new(InstanceView::load(
+            &loaded.kvs,
+            loaded.revision,
+            clock.now(),
+        ));
+        metrics::gauge!("berth_instances").set(instances.instance_count() as f64);
+        let follower = tokio::spawn(follow_live_prefix(
+            store.clone(),
+            instances.clone(),
+            clock.clone(),
+            loaded.revision,
+        ));
+        Ok(Registry {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                config,
+                instances,
+                last_local_write: AtomicI64::new(0),
+                follower,
+            }),
+        })
+    }
+
+    pub fn store(&self) -> &AnyStore {
+        &self.inner.store
+    }
+
+    pub fn store_kind(&self) -> StoreKind {
+        self.inner.store.kind()
+    }
+
+    pub fn instance_defaults(&self) -> InstanceDefaults {
+        self.inner.config.instance_defaults
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// The store revision this node's view reflects.
+    pub fn view_revision(&self) -> Revision {
+        self.inner.instances.revision()
+    }
+
+    /// Records a write this node acknowledged and waits until the view shows it, so the
+    /// writer's next read on this node sees its own write.
+    async fn written(&self, revision: Revision) -> Result<()> {
+        self.inner
+            .last_local_write
+            .fetch_max(revision.0, Ordering::AcqRel);
+        self.wait_for_view(revision).await
+    }
+
+    async fn sync_local_writes(&self) -> Result<()> {
+        let revision = Revision(self.inner.last_local_write.load(Ordering::Acquire));
+        self.wait_for_view(revision).await
+    }
+
+    async fn wait_for_view(&self, revision: Revision) -> Result<()> {
+        if self.inner.instances.revision() >= revision {
+            return Ok(());
+        }
+        let mut receiver = self.inner.instances.subscribe_revision();
+        match tokio::time::timeout(VIEW_CATCH_UP, receiver.wait_for(|r| *r >= revision)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(RegistryError::Unavailable(format!(
+                "this node's view did not reach revision {revision} in time"
+            ))),
+        }
+    }
+
+    async fn sync(&self, consistency: Consistency) -> Result<()> {
+        match consistency {
+            Consistency::Local => self.sync_local_writes().await,
+            Consistency::Consistent => {
+                let revision = self.inner.store.status().await?.revision;
+                self.wait_for_view(revision).await
+            }
+        }
+    }
+
+    fn view_instance(&self, service: &ServiceName, id: &InstanceId) -> Option<Arc<LiveInstance>> {
+        self.inner.instances.instance(service, id)
+    }
+
+    /// One instance.
+    pub async fn instance(
+        &self,
+        service: &ServiceName,
+        id: &InstanceId,
+    ) -> Result<Option<Arc<LiveInstance>>> {
+        self.sync_local_writes().await?;
+        Ok(self.view_instance(service, id))
+    }
+
+    /// One service's instances.
+    pub async fn service(
+        &self,
+        service: &ServiceName,
+        consistency: Consistency,
+    ) -> Result<ServiceView> {
+        self.sync(consistency).await?;
+        Ok(self.inner.instances.service(service))
+    }
+
+    /// Waits until `service` changes after `index` or `timeout` passes, then returns it (a
+    /// blocking query: the caller cannot assume it changed).
+    pub async fn wait_for_service(
+        &self,
+        service: &ServiceName,
+        index: Revision,
+        timeout: Duration,
+    ) -> Result<ServiceView> {
+        let mut changed = self.inner.instances.subscribe_service(service);
+        let current = self.service(service, Consistency::Local).await?;
+        if current.index > index {
+            return Ok(current);
+        }
+        let _ = tokio::time::timeout(timeout, changed.wait_for(|r| *r > index)).await;
+        Ok(self.inner.instances.service(service))
+    }
+
+    /// Every service with at least one instance.
+    pub async fn services(&self) -> Result<Vec<ServiceSummary>> {
+        self.sync_local_writes().await?;
+        Ok(self.inner.instances.summaries())
+    }
+
+    /// Instances across services that `keep` accepts.
+    pub async fn select(&self, keep: impl Fn(&Instance) -> bool) -> Result<Vec<Arc<LiveInstance>>> {
+        self.sync_local_writes().await?;
+        Ok(self.inner.instances.select(keep))
+    }
+
+    /// Instance events from after `after` (or from now), of `service` (or all).
+    pub fn subscribe(
+        &self,
+        service: Option<ServiceName>,
+        after: Option<Revision>,
+    ) -> EventSubscription {
+        events::subscribe(self.inner.store.clone(), service, after)
+    }
+}
+
+/// Keeps the view in step with the store: applies each revision of the live prefix, and
+/// reloads everything if the watch ever falls behind compaction.
+async fn follow_live_prefix(
+    store: AnyStore,
+    view: Arc<InstanceView>,
+    clock: Arc<dyn WallClock>,
+    loaded_at: Revision,
+) {
+    let prefix = Bytes::from_static(keys::LIVE.as_bytes());
+    let mut next = loaded_at.next();
+    loop {
+        let mut watch = match store.watch(prefix.clone(), Some(next)).await {
+            Ok(watch) => watch,
+            Err(StoreError::Closed) => return,
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch live instances; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        loop {
+            match watch.next().await {
+                None => return, // the store shut down
+                Some(Ok(batch)) => {
+                    view.apply(&batch, clock.now());
+                    next = batch.revision.next();
+                }
+                Some(Err(StoreError::Compacted { .. })) => {
+                    match store.range(RangeRequest::prefix(keys::INSTANCES)).await {
+                        Ok(fresh) => {
+                            tracing::warn!(
+                                revision = %fresh.revision,
+                                "the instance view fell behind compaction; reloaded it"
+                            );
+                            view.reload(&fresh.kvs, fresh.revision, clock.now());
+                            next = fresh.revision.next();
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "reloading the instance view failed; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                    break;
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "the instance watch failed; watching again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    break;
+                }
+            }
+        }
+    }
+}

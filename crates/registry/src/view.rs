@@ -1,0 +1,337 @@
+//! The live view: every instance in memory, kept up to date from the store's watch (so a
+//! change made through any berth node shows here), indexed by service, with a per-service
+//! change index for blocking queries and copy-on-write snapshots so readers never wait on
+//! writers.
+
+use crate::keys;
+use crate::records::{StoredInstance, decode_instance};
+use berth_domain::{Instance, InstanceId, ServiceName, Timestamp};
+use berth_store::{EventKind, KeyValue, LeaseId, Revision, WatchBatch};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// One live instance as this node knows it.
+#[derive(Debug)]
+pub struct LiveInstance {
+    pub instance: Instance,
+    pub lease: LeaseId,
+    /// The TTL the store granted: a heartbeat keeps the instance for this long.
+    pub lease_ttl: Duration,
+    /// The revision that last wrote the instance's record.
+    pub revision_index: Revision,
+    /// Wall-clock milliseconds of the last heartbeat or registration this node saw.
+    last_heartbeat: AtomicU64,
+    /// The service's heartbeat counter, bumped with every heartbeat so cached responses that
+    /// show heartbeat times know to refresh.
+    service_heartbeats: Arc<AtomicU64>,
+}
+
+impl LiveInstance {
+    pub fn last_heartbeat(&self) -> Timestamp {
+        Timestamp::from_millis(self.last_heartbeat.load(Ordering::Relaxed))
+    }
+
+    pub fn expires_at(&self) -> Timestamp {
+        self.last_heartbeat().plus(self.lease_ttl)
+    }
+
+    pub(crate) fn record_heartbeat(&self, at: Timestamp) {
+        self.last_heartbeat.store(at.millis(), Ordering::Relaxed);
+        self.service_heartbeats.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A consistent picture of one service.
+#[derive(Clone, Debug)]
+pub struct ServiceView {
+    pub service: ServiceName,
+    /// The revision of the last change to this service's instances (never goes back).
+    pub index: Revision,
+    /// The instances, ordered by id.
+    pub instances: Arc<[Arc<LiveInstance>]>,
+    /// Moves with every heartbeat; with `index` it tells whether heartbeat times changed.
+    pub heartbeat_epoch: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSummary {
+    pub service: ServiceName,
+    pub instances: usize,
+    pub zones: BTreeSet<String>,
+    pub index: Revision,
+}
+
+struct ServiceState {
+    instances: BTreeMap<InstanceId, Arc<LiveInstance>>,
+    snapshot: Arc<[Arc<LiveInstance>]>,
+    index: Revision,
+    changed: watch::Sender<Revision>,
+    heartbeats: Arc<AtomicU64>,
+}
+
+impl ServiceState {
+    fn new(index: Revision) -> Self {
+        ServiceState {
+            instances: BTreeMap::new(),
+            snapshot: Arc::from(Vec::new()),
+            index,
+            changed: watch::Sender::new(index),
+            heartbeats: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+pub(crate) struct InstanceView {
+    services: RwLock<HashMap<ServiceName, ServiceState>>,
+    /// The store revision this view reflects.
+    revision: watch::Sender<Revision>,
+    /// The revision the view was loaded at: the index of a service never seen since.
+    loaded_at: Revision,
+}
+
+fn live_instance(
+    stored: StoredInstance,
+    heartbeat: Timestamp,
+    service_heartbeats: Arc<AtomicU64>,
+) -> Option<LiveInstance> {
+    Some(LiveInstance {
+        lease: stored.lease?,
+        instance: stored.instance,
+        lease_ttl: stored.lease_ttl,
+        revision_index: stored.revision_index,
+        last_heartbeat: AtomicU64::new(heartbeat.millis()),
+        service_heartbeats,
+    })
+}
+
+impl InstanceView {
+    /// Builds the view from a range of the instance prefix read at `revision`.
+    pub fn load(kvs: &[KeyValue], revision: Revision, now: Timestamp) -> Self {
+        let view = InstanceView {
+            services: RwLock::new(HashMap::new()),
+            revision: watch::Sender::new(revision),
+            loaded_at: revision,
+        };
+        {
+            let mut services = view.write();
+            for kv in kvs {
+                view.upsert(&mut services, kv, now, revision);
+            }
+            for state in services.values_mut() {
+                state.snapshot = state.instances.values().cloned().collect();
+            }
+        }
+        view
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ServiceName, ServiceState>> {
+        self.services.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ServiceName, ServiceState>> {
+        self.services.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn revision(&self) -> Revision {
+        *self.revision.borrow()
+    }
+
+    pub fn subscribe_revision(&self) -> watch::Receiver<Revision> {
+        self.revision.subscribe()
+    }
+
+    /// Inserts or replaces the instance in `kv`; returns its service when it changed one.
+    fn upsert(
+        &self,
+        services: &mut HashMap<ServiceName, ServiceState>,
+        kv: &KeyValue,
+        now: Timestamp,
+        index: Revision,
+    ) -> Option<ServiceName> {
+        let stored = match decode_instance(kv) {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::warn!(%error, "skipping an instance record that does not decode");
+                return None;
+            }
+        };
+        let service = stored.instance.spec.service.clone();
+        let state = services
+            .entry(service.clone())
+            .or_insert_with(|| ServiceState::new(index));
+        let id = stored.instance.spec.id.clone();
+        let live = live_instance(stored, now, state.heartbeats.clone())?;
+        state.instances.insert(id, Arc::new(live));
+        Some(service)
+    }
+
+    /// Applies one revision from the watch, then wakes whoever waits on the changed services.
+    pub fn apply(&self, batch: &WatchBatch, now: Timestamp) {
+        let mut changed: BTreeSet<ServiceName> = BTreeSet::new();
+        {
+            let mut services = self.write();
+            for event in &batch.events {
+                if keys::parse_instance_key(&event.kv.key).is_none() {
+                    continue; // deregistration markers
+                }
+                match event.kind {
+                    EventKind::Put => {
+                        if let Some(service) =
+                            self.upsert(&mut services, &event.kv, now, batch.revision)
+                        {
+                            changed.insert(service);
+                        }
+                    }
+                    EventKind::Delete => {
+                        let Some((service, id)) = keys::parse_instance_key(&event.kv.key) else {
+                            continue;
+                        };
+                        let (Ok(service), Ok(id)) = (
+                            ServiceName::parse("service", service),
+                            InstanceId::parse("id", id),
+                        ) else {
+                            continue;
+                        };
+                        if let Some(state) = services.get_mut(&service)
+                            && state.instances.remove(&id).is_some()
+                        {
+                            changed.insert(service);
+                        }
+                    }
+                }
+            }
+            for service in &changed {
+                if let Some(state) = services.get_mut(service) {
+                    state.snapshot = state.instances.values().cloned().collect();
+                    state.index = batch.revision;
+                    state.changed.send_replace(batch.revision);
+                }
+            }
+        }
+        self.revision.send_replace(batch.revision);
+        metrics::gauge!("berth_instances").set(self.instance_count() as f64);
+    }
+
+    /// Replaces the whole view with a fresh range (after the watch fell behind compaction).
+    /// Services whose instances differ get the new revision as their index.
+    pub fn reload(&self, kvs: &[KeyValue], revision: Revision, now: Timestamp) {
+        let mut incoming: HashMap<ServiceName, BTreeMap<InstanceId, StoredInstance>> =
+            HashMap::new();
+        for kv in kvs {
+            match decode_instance(kv) {
+                Ok(stored) => {
+                    incoming
+                        .entry(stored.instance.spec.service.clone())
+                        .or_default()
+                        .insert(stored.instance.spec.id.clone(), stored);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "skipping an instance record that does not decode")
+                }
+            }
+        }
+        {
+            let mut services = self.write();
+            let names: BTreeSet<ServiceName> =
+                services.keys().chain(incoming.keys()).cloned().collect();
+            for name in names {
+                let fresh = incoming.remove(&name).unwrap_or_default();
+                let state = services
+                    .entry(name)
+                    .or_insert_with(|| ServiceState::new(revision));
+                let unchanged = state.instances.len() == fresh.len()
+                    && state.instances.iter().zip(&fresh).all(|(old, new)| {
+                        old.0 == new.0 && old.1.revision_index == new.1.revision_index
+                    });
+                if unchanged {
+                    continue;
+                }
+                state.instances = fresh
+                    .into_iter()
+                    .filter_map(|(id, stored)| {
+                        live_instance(stored, now, state.heartbeats.clone())
+                            .map(|l| (id, Arc::new(l)))
+                    })
+                    .collect();
+                state.snapshot = state.instances.values().cloned().collect();
+                state.index = revision;
+                state.changed.send_replace(revision);
+            }
+        }
+        self.revision.send_replace(revision);
+    }
+
+    pub fn instance(&self, service: &ServiceName, id: &InstanceId) -> Option<Arc<LiveInstance>> {
+        self.read().get(service)?.instances.get(id).cloned()
+    }
+
+    pub fn service(&self, service: &ServiceName) -> ServiceView {
+        match self.read().get(service) {
+            Some(state) => ServiceView {
+                service: service.clone(),
+                index: state.index,
+                instances: state.snapshot.clone(),
+                heartbeat_epoch: state.heartbeats.load(Ordering::Relaxed),
+            },
+            None => ServiceView {
+                service: service.clone(),
+                index: self.loaded_at,
+                instances: Arc::from(Vec::new()),
+                heartbeat_epoch: 0,
+            },
+        }
+    }
+
+    /// A receiver that changes when `service` changes; created on demand so a blocking query
+    /// can wait on a service that has no instance yet.
+    pub fn subscribe_service(&self, service: &ServiceName) -> watch::Receiver<Revision> {
+        if let Some(state) = self.read().get(service) {
+            return state.changed.subscribe();
+        }
+        self.write()
+            .entry(service.clone())
+            .or_insert_with(|| ServiceState::new(self.loaded_at))
+            .changed
+            .subscribe()
+    }
+
+    pub fn summaries(&self) -> Vec<ServiceSummary> {
+        let services = self.read();
+        let mut summaries: Vec<ServiceSummary> = services
+            .iter()
+            .filter(|(_, state)| !state.instances.is_empty())
+            .map(|(name, state)| ServiceSummary {
+                service: name.clone(),
+                instances: state.instances.len(),
+                zones: state
+                    .instances
+                    .values()
+                    .filter_map(|i| i.instance.spec.zone.clone())
+                    .collect(),
+                index: state.index,
+            })
+            .collect();
+        summaries.sort_by(|a, b| a.service.cmp(&b.service));
+        summaries
+    }
+
+    /// Every instance that `keep` accepts, ordered by service then id.
+    pub fn select(&self, keep: impl Fn(&Instance) -> bool) -> Vec<Arc<LiveInstance>> {
+        let services = self.read();
+        let mut names: Vec<&ServiceName> = services.keys().collect();
+        names.sort();
+        names
+            .into_iter()
+            .flat_map(|name| services[name].snapshot.iter())
+            .filter(|live| keep(&live.instance))
+            .cloned()
+            .collect()
+    }
+
+    pub fn instance_count(&self) -> usize {
+        self.read().values().map(|s| s.instances.len()).sum()
+    }
+}
