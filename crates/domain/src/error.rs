@@ -83,3 +83,9 @@ impl Collector {
         }
     }
 }
+
+impl From<ValidationError> for ValidationErrors {
+    fn from(error: ValidationError) -> Self {
+        ValidationErrors(vec![error])
+    }
+}

@@ -24,7 +24,7 @@ pub struct InstanceRef<'a> {
 }
 
 impl LiveInstance {
-    pub fn as_ref(&self) -> InstanceRef<'_> {
+    pub fn as_instance_ref(&self) -> InstanceRef<'_> {
         InstanceRef {
             instance: &self.instance,
             revision_index: self.revision_index,
@@ -55,7 +55,7 @@ pub enum RegistrationOutcome {
 }
 
 impl Registered {
-    pub fn as_ref(&self) -> InstanceRef<'_> {
+    pub fn as_instance_ref(&self) -> InstanceRef<'_> {
         InstanceRef {
             instance: &self.instance,
             revision_index: self.revision_index,

@@ -1,0 +1,219 @@
+//! Reading requests: JSON bodies with a size limit and errors that name the offending field,
+//! and query strings with repeatable parameters and no silently ignored typos.
+
+use crate::error::{ApiError, ApiResult};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The largest request body the API reads.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// The body, or 413 with a JSON error when it is over [`BODY_LIMIT`].
+pub async fn read_body<S: Send + Sync>(request: Request, state: &S) -> ApiResult<Bytes> {
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::too_large(BODY_LIMIT)
+            } else {
+                ApiError::bad_request(format!("the request body could not be read: {rejection}"))
+            }
+        })
+}
+
+/// Parses JSON; a type error or an unknown field is reported with the field's path.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "the request body is empty; send a JSON object",
+        ));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
+        Ok(value) => Ok(value),
+        Err(error) => {
+            let path = error.path().to_string();
+            let inner = error.into_inner();
+            let message = inner.to_string();
+            if inner.is_syntax() || inner.is_eof() {
+                return Err(ApiError::bad_request(format!(
+                    "the request body is not valid JSON: {message}"
+                )));
+            }
+            if let Some(name) = unknown_field(&message) {
+                // The path already ends with the unknown field's name.
+                let field = if path == "." { name.to_string() } else { path };
+                return Err(
+                    ApiError::bad_request(format!("{field}: not a field of this request"))
+                        .with_field(field),
+                );
+            }
+            Err(ApiError::bad_request(format!("{path}: {message}")).with_field(path))
+        }
+    }
+}
+
+/// The name in serde's "unknown field `name`, expected …".
+fn unknown_field(message: &str) -> Option<&str> {
+    message.strip_prefix("unknown field `")?.split('`').next()
+}
+
+/// A JSON request body (see [`parse_json`]).
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> ApiResult<Self> {
+        let bytes = read_body(request, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// The query string's parameters, in order, repeatable.
+pub struct Params(Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> ApiResult<Self> {
+        let query = parts.uri.query().unwrap_or("");
+        Ok(Params(
+            form_urlencoded::parse(query.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        ))
+    }
+}
+
+impl Params {
+    /// Refuses parameters the route does not know, so a typo is an error, not a silent
+    /// no-op.
+    pub fn only(&self, known: &[&str]) -> ApiResult<&Self> {
+        match self.0.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+            Some((name, _)) => Err(ApiError::bad_request(format!(
+                "unknown query parameter `{name}` (this route takes: {})",
+                known.join(", ")
+            ))
+            .with_field(name.clone())),
+            None => Ok(self),
+        }
+    }
+
+    pub fn one(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    pub fn parsed<T: FromStr>(&self, name: &str, expected: &str) -> ApiResult<Option<T>> {
+        match self.one(name) {
+            None => Ok(None),
+            Some(text) => text.parse().map(Some).map_err(|_| {
+                ApiError::bad_request(format!(
+                    "query parameter `{name}` must be {expected} (got {text:?})"
+                ))
+                .with_field(name)
+            }),
+        }
+    }
+
+    pub fn boolean(&self, name: &str) -> ApiResult<Option<bool>> {
+        match self.one(name) {
+            None => Ok(None),
+            Some("" | "true" | "1") => Ok(Some(true)),
+            Some("false" | "0") => Ok(Some(false)),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "query parameter `{name}` must be true or false (got {other:?})"
+            ))
+            .with_field(name)),
+        }
+    }
+
+    /// A duration such as `30s`, `5m` or `250ms`.
+    pub fn duration(&self, name: &str) -> ApiResult<Option<Duration>> {
+        match self.one(name) {
+            None => Ok(None),
+            Some(text) => humantime::parse_duration(text).map(Some).map_err(|_| {
+                ApiError::bad_request(format!(
+                    "query parameter `{name}` must be a duration such as 30s or 5m (got {text:?})"
+                ))
+                .with_field(name)
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Sample {
+        port: u16,
+        #[serde(default)]
+        tags: Vec<String>,
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        let unknown = parse_json::<Sample>(br#"{"port": 1, "colour": "red"}"#).unwrap_err();
+        assert_eq!(unknown.field.as_deref(), Some("colour"));
+        let wrong_type = parse_json::<Sample>(br#"{"port": "x"}"#).unwrap_err();
+        assert_eq!(wrong_type.field.as_deref(), Some("port"));
+        let nested = parse_json::<Sample>(br#"{"port": 1, "tags": [1]}"#).unwrap_err();
+        assert_eq!(nested.field.as_deref(), Some("tags[0]"));
+        let not_json = parse_json::<Sample>(b"port=1").unwrap_err();
+        assert_eq!(not_json.status, StatusCode::BAD_REQUEST);
+        assert!(not_json.message.contains("not valid JSON"));
+    }
+}
+
+/// Path parameters, with a JSON error when a segment cannot be decoded.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| ApiPath(value))
+            .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
+    }
+}
+
+/// Percent-encodes one path segment (ids hold `:` and `[`, which a path may not carry bare).
+pub fn encode_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,188 @@
+//! berth's HTTP surfaces on one listener: operations (`/health`, `/metrics`), the native `/v1`
+//! API and the compatibility APIs. Every route is registered through one table, so the set of
+//! routes the server has can be listed (the OpenAPI test compares it with the document).
+
+mod cache;
+pub mod error;
+mod extract;
+mod format;
+pub mod native;
+mod ops;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{MethodFilter, on};
+use berth_registry::Registry;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use extract::BODY_LIMIT;
+
+/// Renders the Prometheus text exposition.
+pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct ApiState {
+    pub registry: Registry,
+    /// Cancelled when the server starts shutting down: long polls and event streams end.
+    pub shutdown: CancellationToken,
+    pub metrics: Option<MetricsRenderer>,
+    pub version: &'static str,
+    cache: Arc<cache::ResponseCache>,
+}
+
+impl ApiState {
+    pub fn new(
+        registry: Registry,
+        shutdown: CancellationToken,
+        metrics: Option<MetricsRenderer>,
+        version: &'static str,
+    ) -> Self {
+        ApiState {
+            registry,
+            shutdown,
+            metrics,
+            version,
+            cache: Arc::default(),
+        }
+    }
+}
+
+/// Which API a route belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Surface {
+    Operations,
+    Native,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteInfo {
+    pub surface: Surface,
+    pub method: Method,
+    pub path: &'static str,
+}
+
+struct Routes {
+    router: Router<ApiState>,
+    table: Vec<RouteInfo>,
+}
+
+impl Routes {
+    fn add<H, T>(mut self, surface: Surface, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, ApiState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).expect("a standard method");
+        self.router = self.router.route(path, on(filter, handler));
+        self.table.push(RouteInfo {
+            surface,
+            method,
+            path,
+        });
+        self
+    }
+}
+
+/// Every route, each registered once, with the table that lists them.
+pub fn build(state: ApiState) -> (Router, Vec<RouteInfo>) {
+    use Surface::{Native, Operations};
+    use native::{events, instances};
+    let routes = Routes {
+        router: Router::new(),
+        table: Vec::new(),
+    }
+    .add(Operations, Method::GET, "/health", ops::health)
+    .add(Operations, Method::GET, "/metrics", ops::metrics)
+    .add(Native, Method::GET, "/v1/openapi.json", ops::openapi)
+    .add(
+        Native,
+        Method::GET,
+        "/v1/services",
+        instances::list_services,
+    )
+    .add(
+        Native,
+        Method::GET,
+        "/v1/services/{service}/instances",
+        instances::list_instances,
+    )
+    .add(
+        Native,
+        Method::POST,
+        "/v1/services/{service}/instances",
+        instances::post_instance,
+    )
+    .add(
+        Native,
+        Method::GET,
+        "/v1/services/{service}/instances/{id}",
+        instances::get_instance,
+    )
+    .add(
+        Native,
+        Method::PUT,
+        "/v1/services/{service}/instances/{id}",
+        instances::put_instance,
+    )
+    .add(
+        Native,
+        Method::DELETE,
+        "/v1/services/{service}/instances/{id}",
+        instances::delete_instance,
+    )
+    .add(
+        Native,
+        Method::PUT,
+        "/v1/services/{service}/instances/{id}/heartbeat",
+        instances::heartbeat,
+    )
+    .add(
+        Native,
+        Method::GET,
+        "/v1/instances",
+        instances::find_instances,
+    )
+    .add(Native, Method::GET, "/v1/events", events::events);
+    let router = routes
+        .router
+        .fallback(ops::not_found)
+        .layer(axum::middleware::from_fn(record_request))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state);
+    (router, routes.table)
+}
+
+/// Counts and times every request by route template (bounded label values).
+async fn record_request(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |path| path.as_str())
+        .to_string();
+    let method = request.method().as_str().to_string();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("berth_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!("berth_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Serves until `state.shutdown` is cancelled, then stops accepting, lets requests in flight
+/// finish (event streams and long polls end at once) and returns.
+pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) -> std::io::Result<()> {
+    let shutdown = state.shutdown.clone();
+    let (router, _) = build(state);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}

@@ -1,0 +1,4 @@
+//! The native `/v1` API.
+
+pub mod events;
+pub mod instances;

@@ -1,0 +1,70 @@
+//! Operations routes: `/health`, `/metrics`, the OpenAPI document, and the answer for paths no
+//! route knows.
+
+use crate::ApiState;
+use crate::error::ApiError;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// `{"status","version","store","revision",…}`; 503 when the store does not answer.
+pub async fn health(State(state): State<ApiState>) -> Response {
+    let registry = &state.registry;
+    let store = registry.store_kind().as_str();
+    match berth_store::Store::status(registry.store()).await {
+        Ok(status) => axum::Json(json!({
+            "status": "ok",
+            "version": state.version,
+            "store": store,
+            "revision": status.revision.0,
+            "view_revision": registry.view_revision().0,
+        }))
+        .into_response(),
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({
+                "status": "unavailable",
+                "version": state.version,
+                "store": store,
+                "error": error.to_string(),
+            })),
+        )
+            .into_response(),
+    }
+}
+
+/// The Prometheus text exposition.
+pub async fn metrics(State(state): State<ApiState>) -> Response {
+    let body = state
+        .metrics
+        .as_ref()
+        .map(|render| render())
+        .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// The OpenAPI 3 document of the native API (a test keeps it in step with the routes).
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+pub async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI,
+    )
+        .into_response()
+}
+
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}

@@ -1,0 +1,320 @@
+//! The client commands for live instances: register (optionally staying in the foreground to
+//! heartbeat), deregister, services, instances, watch. Each prints a readable table or, with
+//! `--json`, the API's JSON.
+
+use anyhow::Context;
+use berth_client::{Client, ClientError, Registration};
+use clap::Args;
+use futures::StreamExt;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Where the server is and how to print.
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// berth's address
+    #[arg(
+        long,
+        env = "BERTH_ADDR",
+        default_value = "http://127.0.0.1:7420",
+        global = true
+    )]
+    pub server: String,
+    /// Print JSON instead of tables
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl ClientArgs {
+    pub fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::new(&self.server)?)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct RegisterArgs {
+    /// The service the instance belongs to
+    pub service: String,
+    /// The instance's address (IPv4, IPv6 or DNS name)
+    #[arg(long)]
+    pub address: String,
+    #[arg(long)]
+    pub port: u16,
+    /// The instance id [default: ADDRESS:PORT]
+    #[arg(long)]
+    pub id: Option<String>,
+    /// How long the instance lives without a heartbeat, e.g. 30s
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ttl: Option<Duration>,
+    /// A tag (repeatable)
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Metadata as KEY=VALUE (repeatable)
+    #[arg(long = "meta", value_parser = parse_key_value)]
+    pub meta: Vec<(String, String)>,
+    #[arg(long)]
+    pub version: Option<String>,
+    #[arg(long)]
+    pub zone: Option<String>,
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Load-balancing weight, 1 to 100
+    #[arg(long)]
+    pub weight: Option<u8>,
+    #[arg(long)]
+    pub canary: bool,
+    /// Stay in the foreground renewing the instance every TTL/3 until Ctrl-C, then deregister
+    #[arg(long)]
+    pub heartbeat: bool,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))
+}
+
+#[derive(Args, Debug)]
+pub struct DeregisterArgs {
+    pub service: String,
+    pub id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct InstancesArgs {
+    pub service: String,
+    #[arg(long)]
+    pub version: Option<String>,
+    #[arg(long)]
+    pub zone: Option<String>,
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Only instances with this tag (repeatable: all must match)
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    #[arg(long)]
+    pub canary: Option<bool>,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// Only this service's events
+    pub service: Option<String>,
+    /// Start after this revision (replays what happened since)
+    #[arg(long)]
+    pub after: Option<i64>,
+}
+
+fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Prints rows as aligned columns.
+fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row);
+    }
+}
+
+fn or_dash(value: &Option<String>) -> String {
+    value.clone().unwrap_or_else(|| "-".into())
+}
+
+pub async fn register(client_args: &ClientArgs, args: RegisterArgs) -> anyhow::Result<()> {
+    let client = client_args.client()?;
+    let registration = Registration {
+        id: args.id.clone(),
+        address: args.address.clone(),
+        port: args.port,
+        ttl_ms: args.ttl.map(|t| t.as_millis() as u64),
+        version: args.version.clone(),
+        zone: args.zone.clone(),
+        region: args.region.clone(),
+        weight: args.weight,
+        canary: args.canary.then_some(true),
+        tags: args.tags.clone(),
+        meta: args.meta.iter().cloned().collect::<BTreeMap<_, _>>(),
+        ..Registration::default()
+    };
+    let (instance, created) = client.register(&args.service, &registration).await?;
+    if client_args.json {
+        print_json(&instance)?;
+    } else {
+        println!(
+            "{} {} of {} at {}:{} (expires {})",
+            if created { "registered" } else { "renewed" },
+            instance.id,
+            instance.service,
+            instance.address,
+            instance.port,
+            instance.expires_at.as_deref().unwrap_or("-")
+        );
+    }
+    if !args.heartbeat {
+        return Ok(());
+    }
+    let period = Duration::from_millis(instance.ttl_ms / 3).max(Duration::from_millis(100));
+    let mut ticker = tokio::time::interval(period);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = tokio::signal::ctrl_c() => break,
+        }
+        match client.heartbeat(&args.service, &instance.id).await {
+            Ok(_) => {}
+            Err(error) if error.status() == Some(404) => {
+                // Expired while we could not reach berth: register again.
+                eprintln!("instance {} had expired; registering again", instance.id);
+                client.register(&args.service, &registration).await?;
+            }
+            Err(error) => eprintln!("heartbeat failed (will retry): {error}"),
+        }
+    }
+    client
+        .deregister(&args.service, &instance.id)
+        .await
+        .context("deregistering at exit")?;
+    if !client_args.json {
+        println!("deregistered {} of {}", instance.id, args.service);
+    }
+    Ok(())
+}
+
+pub async fn deregister(client_args: &ClientArgs, args: DeregisterArgs) -> anyhow::Result<()> {
+    client_args
+        .client()?
+        .deregister(&args.service, &args.id)
+        .await?;
+    if client_args.json {
+        print_json(&serde_json::json!({"deregistered": {"service": args.service, "id": args.id}}))
+    } else {
+        println!("deregistered {} of {}", args.id, args.service);
+        Ok(())
+    }
+}
+
+pub async fn services(client_args: &ClientArgs) -> anyhow::Result<()> {
+    let list = client_args.client()?.services().await?;
+    if client_args.json {
+        return print_json(&list);
+    }
+    print_table(
+        &["SERVICE", "INSTANCES", "ZONES"],
+        list.services
+            .iter()
+            .map(|s| vec![s.name.clone(), s.instances.to_string(), s.zones.join(",")])
+            .collect(),
+    );
+    Ok(())
+}
+
+pub async fn instances(client_args: &ClientArgs, args: InstancesArgs) -> anyhow::Result<()> {
+    let mut query: Vec<(&str, String)> = Vec::new();
+    for (name, value) in [
+        ("version", &args.version),
+        ("zone", &args.zone),
+        ("region", &args.region),
+    ] {
+        if let Some(value) = value {
+            query.push((name, value.clone()));
+        }
+    }
+    query.extend(args.tags.iter().map(|t| ("tag", t.clone())));
+    if let Some(canary) = args.canary {
+        query.push(("canary", canary.to_string()));
+    }
+    let list = client_args
+        .client()?
+        .instances(&args.service, &query)
+        .await?;
+    if client_args.json {
+        return print_json(&list);
+    }
+    print_table(
+        &[
+            "ID", "ADDRESS", "PORT", "VERSION", "ZONE", "WEIGHT", "TAGS", "EXPIRES",
+        ],
+        list.instances
+            .iter()
+            .map(|i| {
+                vec![
+                    i.id.clone(),
+                    i.address.clone(),
+                    i.port.to_string(),
+                    or_dash(&i.version),
+                    or_dash(&i.zone),
+                    i.weight.to_string(),
+                    i.tags.join(","),
+                    or_dash(&i.expires_at),
+                ]
+            })
+            .collect(),
+    );
+    Ok(())
+}
+
+pub async fn watch(client_args: &ClientArgs, args: WatchArgs) -> anyhow::Result<()> {
+    let mut events = client_args
+        .client()?
+        .events(args.service.as_deref(), args.after)
+        .await?;
+    loop {
+        let event = tokio::select! {
+            event = events.next() => event,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let Some(event) = event else {
+            return Err(ClientError::Transport {
+                base: client_args.server.clone(),
+                detail: "the event stream ended".into(),
+            }
+            .into());
+        };
+        let event = event?;
+        if client_args.json {
+            println!("{}", serde_json::to_string(&event)?);
+            continue;
+        }
+        let data = &event.data;
+        let revision = data["revision"].as_i64().unwrap_or_default();
+        match event.kind.as_str() {
+            "reset" => println!(
+                "{revision} reset: {} instances",
+                data["instances"].as_array().map_or(0, Vec::len)
+            ),
+            "error" => println!("error: {}", data["message"].as_str().unwrap_or("")),
+            kind => {
+                let instance = &data["instance"];
+                let reason = data["reason"]
+                    .as_str()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default();
+                println!(
+                    "{revision} {kind}{reason} {} {} {}:{}",
+                    instance["service"].as_str().unwrap_or(""),
+                    instance["id"].as_str().unwrap_or(""),
+                    instance["address"].as_str().unwrap_or(""),
+                    instance["port"]
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! `berth serve`'s configuration: flags, then `BERTH_*` environment variables, then the TOML
+//! file, then defaults. The file is parsed strictly: an unknown key is an error naming it.
+
+use anyhow::{Context, bail};
+use berth_store::StoreLocation;
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The serve flags. Each one can also come from its environment variable, and from the config
+/// file; flags win over the environment, which wins over the file.
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// TOML configuration file (keys as below, e.g. `listen = "0.0.0.0:7420"`)
+    #[arg(long, env = "BERTH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on for HTTP (port 0 picks a free port) [default: 127.0.0.1:7420]
+    #[arg(long, env = "BERTH_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Where the embedded store keeps its file [default: ./berth-data]
+    #[arg(long, env = "BERTH_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `embedded` (one file in the data directory) or `etcd://host:port[,host:port…]`
+    /// (several berth nodes sharing an etcd cluster) [default: embedded]
+    #[arg(long, env = "BERTH_STORE", value_name = "STORE")]
+    pub store: Option<String>,
+    /// Log as human-readable text or as one JSON object per line [default: text]
+    #[arg(long, env = "BERTH_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `berth_registry=debug,info` [default: info]
+    #[arg(long, env = "BERTH_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// TTL of an instance that registers without one, e.g. `30s` [default: 30s]
+    #[arg(long, env = "BERTH_DEFAULT_TTL", value_name = "DURATION")]
+    pub default_ttl: Option<String>,
+    /// Revisions of history the embedded store keeps for watches and event resumes
+    /// [default: 100000]
+    #[arg(long, env = "BERTH_HISTORY_REVISIONS", value_name = "N")]
+    pub history_revisions: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    store: Option<String>,
+    log_format: Option<LogFormat>,
+    log_level: Option<String>,
+    #[serde(default)]
+    instances: InstancesSection,
+    #[serde(default)]
+    embedded: EmbeddedSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstancesSection {
+    default_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmbeddedSection {
+    history_revisions: Option<i64>,
+    cache_mb: Option<usize>,
+}
+
+/// The configuration `berth serve` runs with, every value resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServeConfig {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub store: StoreLocation,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub default_ttl: Duration,
+    pub history_revisions: i64,
+    pub cache_bytes: usize,
+}
+
+/// Environment variables `berth` reads; any other `BERTH_*` is reported as unknown.
+pub const KNOWN_ENV: &[&str] = &[
+    "BERTH_CONFIG",
+    "BERTH_LISTEN",
+    "BERTH_DATA_DIR",
+    "BERTH_STORE",
+    "BERTH_LOG_FORMAT",
+    "BERTH_LOG_LEVEL",
+    "BERTH_DEFAULT_TTL",
+    "BERTH_HISTORY_REVISIONS",
+    "BERTH_ADDR",
+];
+
+/// `BERTH_*` variables in the environment that no setting reads (probably typos).
+pub fn unknown_env_vars() -> Vec<String> {
+    std::env::vars()
+        .map(|(name, _)| name)
+        .filter(|name| name.starts_with("BERTH_") && !KNOWN_ENV.contains(&name.as_str()))
+        .collect()
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|error| {
+        anyhow::anyhow!(
+            "config file {}: {}",
+            path.display(),
+            error.message().trim_end()
+        )
+    })
+}
+
+fn parse_ttl(text: &str, source: &str) -> anyhow::Result<Duration> {
+    let ttl = humantime::parse_duration(text)
+        .with_context(|| format!("{source}: `{text}` is not a duration such as 30s or 5m"))?;
+    if ttl < berth_domain::MIN_TTL || ttl > berth_domain::MAX_TTL {
+        bail!("{source}: {text} is outside 1s to 24h");
+    }
+    Ok(ttl)
+}
+
+impl ServeArgs {
+    /// Resolves every setting: flag or environment, else file, else default.
+    pub fn resolve(self) -> anyhow::Result<ServeConfig> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let listen = self
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:7420".into());
+        listen.parse::<SocketAddr>().with_context(|| {
+            format!("listen: `{listen}` is not an address such as 127.0.0.1:7420")
+        })?;
+        let store_text = self
+            .store
+            .or(file.store)
+            .unwrap_or_else(|| "embedded".into());
+        let store = store_text
+            .parse::<StoreLocation>()
+            .map_err(|e| anyhow::anyhow!("store: {e}"))?;
+        let default_ttl = match self.default_ttl.or(file.instances.default_ttl) {
+            Some(text) => parse_ttl(&text, "default TTL")?,
+            None => Duration::from_secs(30),
+        };
+        let history_revisions = self
+            .history_revisions
+            .or(file.embedded.history_revisions)
+            .unwrap_or(100_000);
+        if history_revisions < 0 {
+            bail!(
+                "history revisions: must be 0 (keep everything) or more, not {history_revisions}"
+            );
+        }
+        Ok(ServeConfig {
+            listen,
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./berth-data")),
+            store,
+            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            log_level: self
+                .log_level
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".into()),
+            default_ttl,
+            history_revisions,
+            cache_bytes: file.embedded.cache_mb.unwrap_or(64) * 1024 * 1024,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> (tempfile::NamedTempFile, PathBuf) {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        let path = file.path().to_path_buf();
+        (file, path)
+    }
+
+    #[test]
+    fn defaults_without_anything() {
+        let config = ServeArgs::default().resolve().unwrap();
+        assert_eq!(config.listen, "127.0.0.1:7420");
+        assert_eq!(config.data_dir, PathBuf::from("./berth-data"));
+        assert_eq!(config.store, StoreLocation::Embedded);
+        assert_eq!(config.default_ttl, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let (_keep, path) = file(
+            "listen = \"127.0.0.1:9000\"\nstore = \"etcd://127.0.0.1:2379\"\n[instances]\ndefault_ttl = \"10s\"\n",
+        );
+        let config = ServeArgs {
+            config: Some(path),
+            listen: Some("127.0.0.1:9100".into()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9100");
+        assert_eq!(
+            config.store,
+            StoreLocation::Etcd {
+                endpoints: vec!["127.0.0.1:2379".into()]
+            }
+        );
+        assert_eq!(config.default_ttl, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let (_keep, path) = file("lisen = \"127.0.0.1:1\"\n");
+        let error = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("unknown field `lisen`"), "{error}");
+
+        let (_keep, path) = file("[embedded]\ncache = 3\n");
+        let error = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("unknown field `cache`"), "{error}");
+
+        let error = ServeArgs {
+            default_ttl: Some("0s".into()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("outside 1s to 24h"), "{error}");
+
+        let error = ServeArgs {
+            store: Some("redis://x:1".into()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("store:"), "{error}");
+    }
+}

@@ -1,0 +1,119 @@
+//! The `berth` binary: `berth serve` runs the registry; the other commands are its client.
+//! Thin wiring only: everything real lives in the crates under `crates/`.
+
+mod cli;
+mod config;
+mod logging;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "berth",
+    version,
+    about = "A service registry in one binary: port blocks, live instances, start order",
+    long_about = "berth answers three questions for a platform: which port does my application \
+own, where are the live instances of service X right now, and what must start before what.\n\n\
+Run `berth serve` for a server on the embedded store (no configuration needed); the other \
+commands talk to a running server (see --server / BERTH_ADDR)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the berth server
+    Serve(config::ServeArgs),
+    /// Register an instance of a service (with --heartbeat, keep it alive until Ctrl-C)
+    Register {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(flatten)]
+        args: cli::RegisterArgs,
+    },
+    /// Remove an instance now
+    Deregister {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(flatten)]
+        args: cli::DeregisterArgs,
+    },
+    /// List the services that have live instances
+    Services {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// List a service's live instances
+    Instances {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(flatten)]
+        args: cli::InstancesArgs,
+    },
+    /// Stream online / updated / offline events as they happen
+    Watch {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(flatten)]
+        args: cli::WatchArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("berth: error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Serve(args) => {
+            let config = match args.resolve() {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("berth: configuration error: {error:#}");
+                    return ExitCode::from(2);
+                }
+            };
+            if let Err(error) = logging::init(config.log_format, &config.log_level) {
+                eprintln!("berth: configuration error: {error:#}");
+                return ExitCode::from(2);
+            }
+            match runtime.block_on(serve::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!(error = %format!("{error:#}"), "berth could not run");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        command => {
+            let result = runtime.block_on(async move {
+                match command {
+                    Command::Serve(_) => unreachable!("handled above"),
+                    Command::Register { client, args } => cli::register(&client, args).await,
+                    Command::Deregister { client, args } => cli::deregister(&client, args).await,
+                    Command::Services { client } => cli::services(&client).await,
+                    Command::Instances { client, args } => cli::instances(&client, args).await,
+                    Command::Watch { client, args } => cli::watch(&client, args).await,
+                }
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("berth: error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

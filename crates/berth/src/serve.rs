@@ -1,0 +1,134 @@
+//! `berth serve`: wires the store, the registry and the HTTP surfaces together, and stops them
+//! in order on SIGTERM or SIGINT (stop accepting, drain, flush the store, exit 0).
+
+use crate::config::{ServeConfig, unknown_env_vars};
+use anyhow::Context;
+use berth_api::{ApiState, MetricsRenderer};
+use berth_registry::{Registry, RegistryConfig, SystemWallClock};
+use berth_store::embedded::EmbeddedOptions;
+use berth_store::{StoreLocation, open_store};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How long requests in flight may take to finish once shutdown starts.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Installs the Prometheus recorder (histograms with explicit buckets) and returns what renders
+/// `/metrics`.
+fn install_metrics() -> anyhow::Result<MetricsRenderer> {
+    let latency = [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ];
+    let sizes = [
+        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+    ];
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)?
+        .set_buckets_for_metric(
+            Matcher::Full("berth_store_commit_batch_size".into()),
+            &sizes,
+        )?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).context("a metrics recorder is already installed")?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            interval.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(Arc::new(move || handle.render()))
+}
+
+/// Cancels `shutdown` on the first SIGTERM or SIGINT; a second one ends the process at once.
+fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "shutting down: no new connections, draining"),
+            _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "shutting down: no new connections, draining"),
+        }
+        shutdown.cancel();
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        tracing::warn!("second signal: exiting without waiting");
+        std::process::exit(130);
+    });
+    Ok(())
+}
+
+pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    for name in unknown_env_vars() {
+        tracing::warn!(variable = %name, "unknown BERTH_ environment variable ignored (a typo?)");
+    }
+    let metrics = install_metrics()?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address = listener.local_addr()?;
+
+    let mut embedded = EmbeddedOptions::new(&config.data_dir);
+    embedded.retained_revisions = config.history_revisions;
+    embedded.cache_bytes = config.cache_bytes;
+    let store = open_store(&config.store, embedded).await?;
+    let registry = Registry::start(
+        store.clone(),
+        RegistryConfig {
+            instance_defaults: berth_domain::InstanceDefaults {
+                ttl: config.default_ttl,
+            },
+        },
+        Arc::new(SystemWallClock),
+    )
+    .await
+    .context("cannot load the registry from the store")?;
+
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone())?;
+    let state = ApiState::new(
+        registry.clone(),
+        shutdown.clone(),
+        Some(metrics),
+        env!("CARGO_PKG_VERSION"),
+    );
+    let data_dir = match &config.store {
+        StoreLocation::Embedded => Some(config.data_dir.display().to_string()),
+        StoreLocation::Etcd { .. } => None,
+    };
+    tracing::info!(
+        address = %address,
+        store = %config.store,
+        data_dir = data_dir.as_deref().unwrap_or("-"),
+        version = env!("CARGO_PKG_VERSION"),
+        "listening"
+    );
+    let mut server = tokio::spawn(berth_api::serve(listener, state));
+    let finished = tokio::select! {
+        finished = &mut server => Some(finished),
+        () = shutdown.cancelled() => tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await.ok(),
+    };
+    match finished {
+        Some(Ok(Ok(()))) => {}
+        Some(Ok(Err(error))) => tracing::error!(%error, "the HTTP server failed"),
+        Some(Err(error)) => tracing::error!(%error, "the HTTP server task failed"),
+        None => tracing::warn!(
+            timeout = ?DRAIN_TIMEOUT,
+            "requests still running after the drain timeout; closing anyway"
+        ),
+    }
+    drop(registry);
+    store
+        .close()
+        .await
+        .context("flushing the store at shutdown")?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,415 @@
+//! A typed client of berth's native HTTP API (`/v1`): registrations, heartbeats, queries and
+//! the event stream. The CLI and the Docker agent speak to berth only through it. Its DTOs are
+//! its own: the client does not share types with the server, only the wire format.
+
+use futures::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// berth answered with an error.
+    #[error("{message} (HTTP {status})")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        field: Option<String>,
+    },
+    /// berth could not be reached, or the connection broke.
+    #[error("cannot reach berth at {base}: {detail}")]
+    Transport { base: String, detail: String },
+    #[error("unexpected answer from berth: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    /// The HTTP status of an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// What a client registers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Registration {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub address: String,
+    pub port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub service: String,
+    pub id: String,
+    pub address: String,
+    pub port: u16,
+    pub ttl_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_ref: Option<String>,
+    pub weight: u8,
+    pub canary: bool,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+    pub registered_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    pub revision_index: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceList {
+    pub service: String,
+    pub index: i64,
+    pub instances: Vec<Instance>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSummary {
+    pub name: String,
+    pub instances: usize,
+    pub zones: Vec<String>,
+    pub index: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceList {
+    pub index: i64,
+    pub services: Vec<ServiceSummary>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub service: String,
+    pub id: String,
+    pub expires_at: String,
+    pub ttl_ms: u64,
+}
+
+/// One Server-Sent Event from `/v1/events`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Event {
+    /// `online`, `updated`, `offline`, `reset` or `error`.
+    pub kind: String,
+    /// The store revision, on the last event of a revision.
+    pub id: Option<String>,
+    pub data: serde_json::Value,
+}
+
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event>> + Send>>;
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorInner,
+}
+
+#[derive(Deserialize)]
+struct ErrorInner {
+    code: String,
+    message: String,
+    field: Option<String>,
+}
+
+/// Percent-encodes one path segment.
+fn segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    /// A client of the berth at `base` (e.g. `http://127.0.0.1:7420`).
+    pub fn new(base: impl Into<String>) -> Result<Client> {
+        let base = base.into().trim_end_matches('/').to_string();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .map_err(|e| ClientError::Transport {
+                base: base.clone(),
+                detail: e.to_string(),
+            })?;
+        Ok(Client { http, base })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn transport(&self, error: reqwest::Error) -> ClientError {
+        ClientError::Transport {
+            base: self.base.clone(),
+            detail: error.to_string(),
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let response = request
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(|e| self.transport(e))?;
+        Err(match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(parsed) => ClientError::Api {
+                status,
+                code: parsed.error.code,
+                message: parsed.error.message,
+                field: parsed.error.field,
+            },
+            Err(_) => ClientError::Api {
+                status,
+                code: "unknown".into(),
+                message: String::from_utf8_lossy(&body).into_owned(),
+                field: None,
+            },
+        })
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T> {
+        let response = self.send(request).await?;
+        let body = response.bytes().await.map_err(|e| self.transport(e))?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    fn instances_url(&self, service: &str) -> String {
+        format!("{}/v1/services/{}/instances", self.base, segment(service))
+    }
+
+    fn instance_url(&self, service: &str, id: &str) -> String {
+        format!("{}/{}", self.instances_url(service), segment(id))
+    }
+
+    /// Registers (or renews, or updates) an instance; true when it was created.
+    pub async fn register(
+        &self,
+        service: &str,
+        registration: &Registration,
+    ) -> Result<(Instance, bool)> {
+        let request = match &registration.id {
+            Some(id) => self.http.put(self.instance_url(service, id)),
+            None => self.http.post(self.instances_url(service)),
+        };
+        let response = self.send(request.json(registration)).await?;
+        let created = response.status().as_u16() == 201;
+        let body = response.bytes().await.map_err(|e| self.transport(e))?;
+        let instance =
+            serde_json::from_slice(&body).map_err(|e| ClientError::Decode(e.to_string()))?;
+        Ok((instance, created))
+    }
+
+    pub async fn heartbeat(&self, service: &str, id: &str) -> Result<Heartbeat> {
+        self.json(
+            self.http
+                .put(format!("{}/heartbeat", self.instance_url(service, id))),
+        )
+        .await
+    }
+
+    pub async fn deregister(&self, service: &str, id: &str) -> Result<()> {
+        self.send(self.http.delete(self.instance_url(service, id)))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn services(&self) -> Result<ServiceList> {
+        self.json(self.http.get(format!("{}/v1/services", self.base)))
+            .await
+    }
+
+    /// A service's instances; `query` holds filters (`zone`, `tag`, …) and blocking
+    /// parameters (`index`, `wait`).
+    pub async fn instances(&self, service: &str, query: &[(&str, String)]) -> Result<InstanceList> {
+        let request = self.http.get(self.instances_url(service)).query(query);
+        // A blocking query may wait up to ten minutes.
+        self.json(request.timeout(Duration::from_secs(11 * 60)))
+            .await
+    }
+
+    /// Follows `/v1/events` (of one service, from after a revision, or from now).
+    pub async fn events(&self, service: Option<&str>, after: Option<i64>) -> Result<EventStream> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(service) = service {
+            query.push(("service", service.to_string()));
+        }
+        if let Some(after) = after {
+            query.push(("after", after.to_string()));
+        }
+        let response = self
+            .http
+            .get(format!("{}/v1/events", self.base))
+            .query(&query)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        if !response.status().is_success() {
+            return Err(ClientError::Api {
+                status: response.status().as_u16(),
+                code: "events".into(),
+                message: response.text().await.unwrap_or_default(),
+                field: None,
+            });
+        }
+        let base = self.base.clone();
+        let bytes = response.bytes_stream().map(move |chunk| {
+            chunk.map_err(|e| ClientError::Transport {
+                base: base.clone(),
+                detail: e.to_string(),
+            })
+        });
+        Ok(Box::pin(parse_sse(bytes)))
+    }
+}
+
+/// Splits a Server-Sent Events byte stream into events.
+fn parse_sse(
+    bytes: impl Stream<Item = Result<bytes::Bytes>> + Send + 'static,
+) -> impl Stream<Item = Result<Event>> + Send {
+    struct State<S> {
+        bytes: Pin<Box<S>>,
+        buffer: Vec<u8>,
+        kind: String,
+        id: Option<String>,
+        data: Vec<String>,
+    }
+    let state = State {
+        bytes: Box::pin(bytes),
+        buffer: Vec::new(),
+        kind: String::new(),
+        id: None,
+        data: Vec::new(),
+    };
+    futures::stream::unfold(state, |mut state| async move {
+        loop {
+            if let Some(newline) = state.buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = state.buffer.drain(..=newline).collect();
+                let line = String::from_utf8_lossy(&line);
+                let line = line.trim_end_matches(['\n', '\r']);
+                if line.is_empty() {
+                    if state.data.is_empty() {
+                        continue;
+                    }
+                    let data = state.data.join("\n");
+                    state.data.clear();
+                    let event = serde_json::from_str(&data)
+                        .map(|data| Event {
+                            kind: std::mem::take(&mut state.kind),
+                            id: state.id.take(),
+                            data,
+                        })
+                        .map_err(|e| ClientError::Decode(e.to_string()));
+                    return Some((event, state));
+                }
+                if line.starts_with(':') {
+                    continue;
+                }
+                let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                let value = value.strip_prefix(' ').unwrap_or(value);
+                match field {
+                    "event" => state.kind = value.to_string(),
+                    "id" => state.id = Some(value.to_string()),
+                    "data" => state.data.push(value.to_string()),
+                    _ => {}
+                }
+                continue;
+            }
+            match state.bytes.next().await {
+                Some(Ok(chunk)) => state.buffer.extend_from_slice(&chunk),
+                Some(Err(error)) => return Some((Err(error), state)),
+                None => return None,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn parses_server_sent_events_across_chunks() {
+        let chunks = vec![
+            Ok(bytes::Bytes::from_static(b": comment\nevent: online\nda")),
+            Ok(bytes::Bytes::from_static(
+                b"ta: {\"a\":1}\nid: 7\n\nevent: offline\ndata: {}\n\n",
+            )),
+        ];
+        let events: Vec<Event> = parse_sse(futures::stream::iter(chunks))
+            .map(|e| e.unwrap())
+            .collect()
+            .await;
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].kind, "online");
+        assert_eq!(events[0].id.as_deref(), Some("7"));
+        assert_eq!(events[0].data["a"], 1);
+        assert_eq!(events[1].kind, "offline");
+        assert_eq!(events[1].id, None);
+    }
+
+    #[test]
+    fn encodes_ids_as_one_segment() {
+        assert_eq!(segment("[::1]:80"), "%5B%3A%3A1%5D%3A80");
+        assert_eq!(segment("10.0.0.1:8080"), "10.0.0.1%3A8080");
+    }
+}
