@@ -1,0 +1,7 @@
+//! End-to-end tests: the real `berth` binary (built once, in the test profile) against real
+//! stores: redb on disk and a real etcd. One test binary, so it is linked once.
+
+mod cluster;
+mod instances;
+mod process;
+mod support;
