@@ -159,34 +159,6 @@ impl Params {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde::Deserialize;
-
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct Sample {
-        port: u16,
-        #[serde(default)]
-        tags: Vec<String>,
-    }
-
-    #[test]
-    fn json_errors_name_the_field() {
-        let unknown = parse_json::<Sample>(br#"{"port": 1, "colour": "red"}"#).unwrap_err();
-        assert_eq!(unknown.field.as_deref(), Some("colour"));
-        let wrong_type = parse_json::<Sample>(br#"{"port": "x"}"#).unwrap_err();
-        assert_eq!(wrong_type.field.as_deref(), Some("port"));
-        let nested = parse_json::<Sample>(br#"{"port": 1, "tags": [1]}"#).unwrap_err();
-        assert_eq!(nested.field.as_deref(), Some("tags[0]"));
-        let not_json = parse_json::<Sample>(b"port=1").unwrap_err();
-        assert_eq!(not_json.status, StatusCode::BAD_REQUEST);
-        assert!(not_json.message.contains("not valid JSON"));
-    }
-}
-
 /// Path parameters, with a JSON error when a segment cannot be decoded.
 pub struct ApiPath<T>(pub T);
 
@@ -216,4 +188,32 @@ pub fn encode_segment(segment: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Sample {
+        port: u16,
+        #[serde(default)]
+        tags: Vec<String>,
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        let unknown = parse_json::<Sample>(br#"{"port": 1, "colour": "red"}"#).unwrap_err();
+        assert_eq!(unknown.field.as_deref(), Some("colour"));
+        let wrong_type = parse_json::<Sample>(br#"{"port": "x"}"#).unwrap_err();
+        assert_eq!(wrong_type.field.as_deref(), Some("port"));
+        let nested = parse_json::<Sample>(br#"{"port": 1, "tags": [1]}"#).unwrap_err();
+        assert_eq!(nested.field.as_deref(), Some("tags[0]"));
+        let not_json = parse_json::<Sample>(b"port=1").unwrap_err();
+        assert_eq!(not_json.status, StatusCode::BAD_REQUEST);
+        assert!(not_json.message.contains("not valid JSON"));
+    }
 }

@@ -15,7 +15,7 @@ mod tests {
     fn formats_utc_milliseconds() {
         assert_eq!(
             rfc3339(Timestamp::from_millis(1_795_302_278_949)),
-            "2026-11-22T21:04:38.949Z"
+            "2026-11-21T23:04:38.949Z"
         );
     }
 }

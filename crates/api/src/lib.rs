@@ -90,11 +90,11 @@ impl Routes {
     }
 }
 
-/// Every route, each registered once, with the table that lists them.
-pub fn build(state: ApiState) -> (Router, Vec<RouteInfo>) {
+/// Every route the server has, each registered once.
+fn routes() -> Routes {
     use Surface::{Native, Operations};
     use native::{events, instances};
-    let routes = Routes {
+    Routes {
         router: Router::new(),
         table: Vec::new(),
     }
@@ -149,14 +149,22 @@ pub fn build(state: ApiState) -> (Router, Vec<RouteInfo>) {
         "/v1/instances",
         instances::find_instances,
     )
-    .add(Native, Method::GET, "/v1/events", events::events);
-    let router = routes
+    .add(Native, Method::GET, "/v1/events", events::events)
+}
+
+/// The method and path of every route, for documentation checks.
+pub fn route_table() -> Vec<RouteInfo> {
+    routes().table
+}
+
+/// The router, ready to serve.
+pub fn build(state: ApiState) -> Router {
+    routes()
         .router
         .fallback(ops::not_found)
         .layer(axum::middleware::from_fn(record_request))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(state);
-    (router, routes.table)
+        .with_state(state)
 }
 
 /// Counts and times every request by route template (bounded label values).
@@ -181,8 +189,7 @@ async fn record_request(request: Request, next: Next) -> Response {
 /// finish (event streams and long polls end at once) and returns.
 pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
-    let (router, _) = build(state);
-    axum::serve(listener, router)
+    axum::serve(listener, build(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }

@@ -1,12 +1,14 @@
-//! Test harness shared by berth's tests: a real etcd on loopback ports with a temporary data
-//! directory, free ports, and child processes that cannot outlive the test that started them.
+//! Test harness shared by berth's tests and benchmarks: a real etcd on loopback ports with a
+//! temporary data directory, a real `berth serve` on a free port, and child processes that
+//! cannot outlive the test that started them.
 #![allow(unsafe_code)] // one pre_exec hook, see `die_with_parent`
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A port that was free a moment ago (bind to port 0 wherever the code allows it instead).
@@ -186,4 +188,135 @@ fn health_ok(port: u16) -> bool {
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     response.contains("\"health\":\"true\"")
+}
+
+/// A `berth serve` process on a free loopback port. It logs JSON to stderr; the `listening`
+/// line gives the address it bound, and the whole log is kept for assertions.
+pub struct BerthServer {
+    process: ChildGuard,
+    pub base: String,
+    pub address: String,
+    binary: PathBuf,
+    prefix: Vec<String>,
+    args: Vec<String>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl BerthServer {
+    /// Runs `prefix… binary serve --listen=127.0.0.1:0 --log-format=json args…` (`prefix` is
+    /// e.g. `taskset -c 0`), with the caller's `BERTH_*` variables removed, and waits for the
+    /// `listening` line. `Err` holds the log when berth exits or never gets there.
+    pub fn start(
+        binary: &Path,
+        prefix: &[String],
+        args: &[String],
+    ) -> Result<BerthServer, Vec<String>> {
+        let mut full = prefix.to_vec();
+        full.push(binary.display().to_string());
+        full.extend(["serve", "--listen=127.0.0.1:0", "--log-format=json"].map(String::from));
+        full.extend_from_slice(args);
+        let mut command = Command::new(&full[0]);
+        command
+            .args(&full[1..])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (name, _) in std::env::vars() {
+            if name.starts_with("BERTH_") || name == "RUST_LOG" {
+                command.env_remove(name);
+            }
+        }
+        let mut process = ChildGuard::spawn(&mut command).expect("spawn berth");
+        let stderr = process.child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (address_sender, address_receiver) = std::sync::mpsc::channel();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+                        && event["message"] == "listening"
+                        && let Some(address) = event["address"].as_str()
+                    {
+                        let _ = address_sender.send(address.to_string());
+                    }
+                    log.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let log_now =
+            |log: &Arc<Mutex<Vec<String>>>| log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        loop {
+            if let Ok(address) = address_receiver.recv_timeout(Duration::from_millis(20)) {
+                return Ok(BerthServer {
+                    process,
+                    base: format!("http://{address}"),
+                    address,
+                    binary: binary.to_path_buf(),
+                    prefix: prefix.to_vec(),
+                    args: args.to_vec(),
+                    log,
+                });
+            }
+            if let Ok(Some(_)) = process.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(50)); // let the reader drain
+                return Err(log_now(&log));
+            }
+            if Instant::now() > deadline {
+                return Err(log_now(&log));
+            }
+        }
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.process.pid()
+    }
+
+    /// SIGTERM, then waits for the exit (at most `within`).
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        self.process.signal(rustix::process::Signal::TERM);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.process.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "berth did not stop within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill_hard(&mut self) {
+        self.process.kill_hard();
+    }
+
+    /// The same command again (after a stop or a kill).
+    pub fn restart(&self) -> Result<BerthServer, Vec<String>> {
+        BerthServer::start(&self.binary, &self.prefix, &self.args)
+    }
+
+    /// The process's resident memory in bytes (Linux `/proc`).
+    pub fn resident_bytes(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map_or(0, |kb| kb * 1024)
+    }
 }

@@ -1,104 +1,39 @@
-//! Running the real `berth` binary in tests: start it on a free port (`--listen 127.0.0.1:0`),
-//! learn the port from its `listening` log line, stop it gracefully or kill it with SIGKILL,
-//! restart it on the same data directory.
+//! Running the real `berth` binary in tests, on top of the testkit's `BerthServer`: start it on
+//! a free port on either store, stop it gracefully or with SIGKILL, restart it on the same data
+//! directory, run one-shot commands.
 
-use berth_testkit::{ChildGuard, EtcdServer};
-use std::io::{BufRead, BufReader};
+use berth_testkit::{BerthServer, EtcdServer};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
-/// Environment variables a developer's shell might carry that would change what berth does.
-const CLEARED_ENV: &[&str] = &[
-    "BERTH_CONFIG",
-    "BERTH_LISTEN",
-    "BERTH_DATA_DIR",
-    "BERTH_STORE",
-    "BERTH_LOG_FORMAT",
-    "BERTH_LOG_LEVEL",
-    "BERTH_DEFAULT_TTL",
-    "BERTH_HISTORY_REVISIONS",
-    "BERTH_ADDR",
-    "RUST_LOG",
-];
+/// A `berth serve` process (the testkit's, with the test binary's berth).
+pub struct Berth(BerthServer);
 
-pub fn berth_command(args: &[String]) -> Command {
-    let mut command = Command::new(BERTH);
-    command.args(args);
-    for name in CLEARED_ENV {
-        command.env_remove(name);
+impl std::ops::Deref for Berth {
+    type Target = BerthServer;
+    fn deref(&self) -> &BerthServer {
+        &self.0
     }
-    command
 }
 
-/// A `berth serve` process.
-pub struct Berth {
-    process: ChildGuard,
-    pub base: String,
-    args: Vec<String>,
-    log: Arc<Mutex<Vec<String>>>,
+impl std::ops::DerefMut for Berth {
+    fn deref_mut(&mut self) -> &mut BerthServer {
+        &mut self.0
+    }
 }
 
 impl Berth {
-    /// `berth serve` with the given extra arguments, on a free loopback port, logging JSON.
-    pub fn start(extra: &[String]) -> Berth {
-        match Self::try_start(extra) {
+    pub fn start(args: &[String]) -> Berth {
+        match Self::try_start(args) {
             Ok(berth) => berth,
             Err(log) => panic!("berth did not start:\n{}", log.join("\n")),
         }
     }
 
-    /// Starts berth; `Err` with its log when it exits (or never says `listening`).
-    pub fn try_start(extra: &[String]) -> Result<Berth, Vec<String>> {
-        let mut args = vec![
-            "serve".to_string(),
-            "--listen=127.0.0.1:0".to_string(),
-            "--log-format=json".to_string(),
-        ];
-        args.extend_from_slice(extra);
-        let mut command = berth_command(&args);
-        command.stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut process = ChildGuard::spawn(&mut command).expect("spawn berth");
-        let stderr = process.child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (address_sender, address_receiver) = std::sync::mpsc::channel();
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
-                        && event["message"] == "listening"
-                        && let Some(address) = event["address"].as_str()
-                    {
-                        let _ = address_sender.send(address.to_string());
-                    }
-                    log.lock().unwrap().push(line);
-                }
-            });
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(address) = address_receiver.recv_timeout(Duration::from_millis(20)) {
-                return Ok(Berth {
-                    process,
-                    base: format!("http://{address}"),
-                    args: extra.to_vec(),
-                    log,
-                });
-            }
-            if let Ok(Some(_)) = process.child.try_wait() {
-                // Let the reader thread drain what is left.
-                std::thread::sleep(Duration::from_millis(50));
-                return Err(log.lock().unwrap().clone());
-            }
-            if Instant::now() > deadline {
-                return Err(log.lock().unwrap().clone());
-            }
-        }
+    pub fn try_start(args: &[String]) -> Result<Berth, Vec<String>> {
+        BerthServer::start(Path::new(BERTH), &[], args).map(Berth)
     }
 
     pub fn embedded(data_dir: &Path) -> Berth {
@@ -113,38 +48,11 @@ impl Berth {
         berth_client::Client::new(&self.base).unwrap()
     }
 
-    pub fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.process.pid()
-    }
-
-    /// SIGTERM, then waits for the exit (at most `within`).
-    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
-        self.process.signal(rustix::process::Signal::TERM);
-        let deadline = Instant::now() + within;
-        loop {
-            if let Ok(Some(status)) = self.process.child.try_wait() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "berth did not stop within {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// SIGKILL: no chance to flush anything.
-    pub fn kill_hard(&mut self) {
-        self.process.kill_hard();
-    }
-
-    /// The same arguments again (after a stop or a kill).
     pub fn restart(&self) -> Berth {
-        Berth::start(&self.args)
+        match self.0.restart() {
+            Ok(berth) => Berth(berth),
+            Err(log) => panic!("berth did not restart:\n{}", log.join("\n")),
+        }
     }
 }
 
@@ -166,10 +74,17 @@ pub fn data_dir() -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-/// Runs a berth command to completion: (exit code, stdout, stderr).
+/// Runs a berth command to completion, without the caller's `BERTH_*` variables: (exit code,
+/// stdout, stderr).
 pub fn run_berth(args: &[&str]) -> (Option<i32>, String, String) {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let output = berth_command(&args).output().expect("run berth");
+    let mut command = Command::new(BERTH);
+    command.args(args);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("BERTH_") || name == "RUST_LOG" {
+            command.env_remove(name);
+        }
+    }
+    let output = command.output().expect("run berth");
     (
         output.status.code(),
         String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -1,0 +1,43 @@
+//! `berth-bench`: berth's benchmarks. Each prints its figures next to the targets the issues
+//! set; none of them is a test (timing is measured, never asserted).
+
+mod http;
+mod report;
+mod store;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(about = "berth's benchmarks: figures compared with their targets")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The store: durable puts (vs etcd), keepalives, watch latency
+    Store {
+        /// Seconds per throughput measurement
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+    },
+    /// The HTTP API with wrk, memory per instance, offline-event lateness
+    Http {
+        /// The berth binary to run (build it with `cargo build --release`)
+        #[arg(long, default_value = "target/release/berth")]
+        berth: PathBuf,
+        /// Seconds per wrk run
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Store { seconds } => store::run(seconds).await,
+        Command::Http { berth, seconds } => http::run(&berth, seconds).await,
+    }
+}
