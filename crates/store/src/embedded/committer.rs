@@ -19,7 +19,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::mpsc;
+use tokio::sync::oneshot;
 
 /// At most this many writes share one commit, so one commit's latency stays bounded.
 const MAX_BATCH: usize = 4096;
@@ -57,7 +58,7 @@ pub struct State {
 
 pub fn spawn(
     shared: Arc<Shared>,
-    receiver: mpsc::UnboundedReceiver<WriteRequest>,
+    receiver: mpsc::Receiver<WriteRequest>,
     state: State,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -65,15 +66,11 @@ pub fn spawn(
         .spawn(move || run(shared, receiver, state))
 }
 
-fn run(shared: Arc<Shared>, mut receiver: mpsc::UnboundedReceiver<WriteRequest>, mut state: State) {
-    while let Some(first) = receiver.blocking_recv() {
+fn run(shared: Arc<Shared>, receiver: mpsc::Receiver<WriteRequest>, mut state: State) {
+    // Whatever queued up while the previous commit was syncing goes into the next one.
+    while let Ok(first) = receiver.recv() {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
-            }
-        }
+        drain(&receiver, &mut batch);
         let shutting_down = batch.iter().any(|r| matches!(r.op, WriteOp::Shutdown));
         commit_batch(&shared, &mut state, batch);
         if shutting_down {
@@ -81,8 +78,18 @@ fn run(shared: Arc<Shared>, mut receiver: mpsc::UnboundedReceiver<WriteRequest>,
         }
     }
     // Anything still queued is answered by the dropped reply senders: `Closed`.
-    receiver.close();
+    drop(receiver);
     shared.hub.close();
+}
+
+/// Moves whatever is queued into the batch, up to its limit.
+fn drain(receiver: &mpsc::Receiver<WriteRequest>, batch: &mut Vec<WriteRequest>) {
+    while batch.len() < MAX_BATCH {
+        match receiver.try_recv() {
+            Ok(request) => batch.push(request),
+            Err(_) => break,
+        }
+    }
 }
 
 /// A failure of one request (it changed nothing) or of the whole commit.
@@ -248,12 +255,17 @@ fn apply_and_commit(
                 }
             }
             dirty = batch.dirty;
-            if dirty {
+            // The revision is the log's last key; `meta` is written only when what it holds
+            // changes, so an ordinary commit touches one table less.
+            if batch.compact_revision != state.compact_revision {
                 let mut meta = write.open_table(META).map_err(storage)?;
-                meta.insert(META_REVISION, batch.revision.0 as u64)
-                    .map_err(storage)?;
                 meta.insert(META_COMPACT, batch.compact_revision.0 as u64)
                     .map_err(storage)?;
+                meta.insert(META_REVISION, batch.revision.0 as u64)
+                    .map_err(storage)?;
+            }
+            if batch.next_lease_id != state.next_lease_id {
+                let mut meta = write.open_table(META).map_err(storage)?;
                 meta.insert(META_NEXT_LEASE, batch.next_lease_id as u64)
                     .map_err(storage)?;
             }

@@ -28,7 +28,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::mpsc;
+use tokio::sync::oneshot;
 use watch::{RevisionBatch, WatchHub};
 
 pub use codec::FORMAT_VERSION;
@@ -140,7 +141,8 @@ impl Shared {
     fn range(&self, request: &RangeRequest) -> Result<RangeResponse> {
         let read = self.db.begin_read().map_err(storage)?;
         let meta = read.open_table(META).map_err(storage)?;
-        let current = Revision(meta_value(&meta, META_REVISION)? as i64);
+        let log = read.open_table(LOG).map_err(storage)?;
+        let current = current_revision(&meta, &log)?;
         let compacted = Revision(meta_value(&meta, META_COMPACT)? as i64);
         let at = match request.revision {
             None => current,
@@ -186,7 +188,6 @@ impl Shared {
             }
         }
         if at < current {
-            let log = read.open_table(LOG).map_err(storage)?;
             for entry in log
                 .range((at.0 as u64 + 1)..=(current.0 as u64))
                 .map_err(storage)?
@@ -269,6 +270,19 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// The last committed revision: the log's last key (the `meta` entry covers a store whose
+/// log is empty or was compacted down to nothing newer).
+fn current_revision(
+    meta: &impl ReadableTable<&'static str, u64>,
+    log: &impl ReadableTable<u64, &'static [u8]>,
+) -> Result<Revision> {
+    let logged = log
+        .last()
+        .map_err(storage)?
+        .map_or(0, |(revision, _)| revision.value());
+    Ok(Revision(meta_value(meta, META_REVISION)?.max(logged) as i64))
+}
+
 fn meta_value(table: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64> {
     match table.get(key).map_err(storage)? {
         Some(value) => Ok(value.value()),
@@ -290,7 +304,7 @@ pub(crate) fn unix_millis_now() -> u64 {
 
 struct Inner {
     shared: Arc<Shared>,
-    writes: mpsc::UnboundedSender<WriteRequest>,
+    writes: mpsc::Sender<WriteRequest>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -312,7 +326,7 @@ impl EmbeddedStore {
                 detail: format!("opening thread failed: {e}"),
             })??;
         let shared = Arc::new(shared);
-        let (writes, receiver) = mpsc::unbounded_channel();
+        let (writes, receiver) = mpsc::channel();
         let committer =
             committer::spawn(shared.clone(), receiver, state).map_err(|e| OpenError::Io {
                 path: options.data_dir.clone(),
@@ -457,7 +471,7 @@ fn spawn_background_tasks(inner: Weak<Inner>, options: &EmbeddedOptions) {
             loop {
                 interval.tick().await;
                 let Some(inner) = inner.upgrade() else { return };
-                if inner.writes.is_closed() {
+                if inner.shared.hub.is_closed() {
                     return;
                 }
                 tick(&inner);
@@ -488,7 +502,7 @@ fn spawn_background_tasks(inner: Weak<Inner>, options: &EmbeddedOptions) {
             loop {
                 interval.tick().await;
                 let Some(inner) = inner.upgrade() else { return };
-                if inner.writes.is_closed() {
+                if inner.shared.hub.is_closed() {
                     return;
                 }
                 let hub = &inner.shared.hub;
@@ -559,14 +573,15 @@ fn open_files(options: &EmbeddedOptions) -> Result<(Shared, committer::State), O
             }
         }
         let read_meta = |key| meta_value(&meta, key).map_err(|e| corrupt(e.to_string()));
+        // Create the other tables so readers never meet a missing one.
+        write.open_table(KV).map_err(|e| corrupt(e.to_string()))?;
+        let log = write.open_table(LOG).map_err(|e| corrupt(e.to_string()))?;
         state = committer::State {
-            revision: Revision(read_meta(META_REVISION)? as i64),
+            revision: current_revision(&meta, &log).map_err(|e| corrupt(e.to_string()))?,
             compact_revision: Revision(read_meta(META_COMPACT)? as i64),
             next_lease_id: read_meta(META_NEXT_LEASE)? as i64,
         };
-        // Create the other tables so readers never meet a missing one.
-        write.open_table(KV).map_err(|e| corrupt(e.to_string()))?;
-        write.open_table(LOG).map_err(|e| corrupt(e.to_string()))?;
+        drop(log);
         let leases = write
             .open_table(LEASES)
             .map_err(|e| corrupt(e.to_string()))?;

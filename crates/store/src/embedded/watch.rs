@@ -67,6 +67,10 @@ impl WatchHub {
         self.committed.send_replace(revision);
     }
 
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// Ends every watch (their streams return `None`).
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
