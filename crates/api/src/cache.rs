@@ -10,12 +10,19 @@ use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// More cached services than this and the cache starts over (names are client-chosen).
-const MAX_ENTRIES: usize = 10_000;
+/// The cache's memory budget: past it the cache starts over, so it holds the hot services
+/// without growing with the registry.
+const MAX_BYTES: usize = 8 * 1024 * 1024;
 
 #[derive(Default)]
 pub struct ResponseCache {
-    services: Mutex<HashMap<ServiceName, Cached>>,
+    services: Mutex<Services>,
+}
+
+#[derive(Default)]
+struct Services {
+    bodies: HashMap<ServiceName, Cached>,
+    bytes: usize,
 }
 
 struct Cached {
@@ -30,17 +37,19 @@ impl ResponseCache {
         let fresh = |cached: &Cached| {
             cached.index == view.index && cached.heartbeat_epoch == view.heartbeat_epoch
         };
-        if let Some(cached) = self.lock().get(&view.service)
+        if let Some(cached) = self.lock().bodies.get(&view.service)
             && fresh(cached)
         {
             return cached.body.clone();
         }
         let body = Bytes::from(service_body(view, &InstanceFilter::default()));
         let mut services = self.lock();
-        if services.len() >= MAX_ENTRIES {
-            services.clear();
+        if services.bytes + body.len() > MAX_BYTES {
+            services.bodies.clear();
+            services.bytes = 0;
         }
-        services.insert(
+        services.bytes += body.len();
+        let replaced = services.bodies.insert(
             view.service.clone(),
             Cached {
                 index: view.index,
@@ -48,10 +57,13 @@ impl ResponseCache {
                 body: body.clone(),
             },
         );
+        if let Some(old) = replaced {
+            services.bytes -= old.body.len();
+        }
         body
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ServiceName, Cached>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Services> {
         self.services.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -3,9 +3,9 @@
 
 use crate::error::{ApiError, ApiResult};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use std::str::FromStr;
 use std::time::Duration;
@@ -13,17 +13,48 @@ use std::time::Duration;
 /// The largest request body the API reads.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
+/// How much of an oversized body is read and thrown away before the 413 goes out, so the
+/// client, still sending, reads the answer instead of a reset connection (nginx's "lingering
+/// close"); past this the connection is closed.
+const DRAIN_LIMIT: usize = 32 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
 /// The body, or 413 with a JSON error when it is over [`BODY_LIMIT`].
-pub async fn read_body<S: Send + Sync>(request: Request, state: &S) -> ApiResult<Bytes> {
-    Bytes::from_request(request, state)
-        .await
-        .map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::too_large(BODY_LIMIT)
-            } else {
-                ApiError::bad_request(format!("the request body could not be read: {rejection}"))
+pub async fn read_body(request: Request) -> ApiResult<Bytes> {
+    let mut body = request.into_body().into_data_stream();
+    let mut collected = BytesMut::new();
+    let mut discarded = 0usize;
+    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, body.next()).await {
+            Ok(Some(Ok(chunk))) => chunk,
+            Ok(None) => break,
+            Ok(Some(Err(error))) => {
+                return Err(ApiError::bad_request(format!(
+                    "the request body could not be read: {error}"
+                )));
             }
-        })
+            Err(_) if discarded > 0 => break,
+            Err(_) => {
+                return Err(ApiError::bad_request(
+                    "the request body did not arrive in time",
+                ));
+            }
+        };
+        if discarded > 0 || collected.len() + chunk.len() > BODY_LIMIT {
+            discarded += chunk.len() + collected.len();
+            collected.clear();
+            if discarded > DRAIN_LIMIT {
+                break;
+            }
+            continue;
+        }
+        collected.extend_from_slice(&chunk);
+    }
+    if discarded > 0 {
+        return Err(ApiError::too_large(BODY_LIMIT));
+    }
+    Ok(collected.freeze())
 }
 
 /// Parses JSON; a type error or an unknown field is reported with the field's path.
@@ -69,8 +100,8 @@ pub struct JsonBody<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> ApiResult<Self> {
-        let bytes = read_body(request, state).await?;
+    async fn from_request(request: Request, _state: &S) -> ApiResult<Self> {
+        let bytes = read_body(request).await?;
         parse_json(&bytes).map(JsonBody)
     }
 }
@@ -213,7 +244,7 @@ mod tests {
         let nested = parse_json::<Sample>(br#"{"port": 1, "tags": [1]}"#).unwrap_err();
         assert_eq!(nested.field.as_deref(), Some("tags[0]"));
         let not_json = parse_json::<Sample>(b"port=1").unwrap_err();
-        assert_eq!(not_json.status, StatusCode::BAD_REQUEST);
+        assert_eq!(not_json.status, axum::http::StatusCode::BAD_REQUEST);
         assert!(not_json.message.contains("not valid JSON"));
     }
 }

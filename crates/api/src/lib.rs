@@ -26,15 +26,25 @@ pub use extract::BODY_LIMIT;
 /// Renders the Prometheus text exposition.
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 
-/// What every handler can reach.
+/// What every handler can reach. Cloned for every request, so it is one `Arc`.
 #[derive(Clone)]
-pub struct ApiState {
+pub struct ApiState(Arc<SharedState>);
+
+pub struct SharedState {
     pub registry: Registry,
     /// Cancelled when the server starts shutting down: long polls and event streams end.
     pub shutdown: CancellationToken,
     pub metrics: Option<MetricsRenderer>,
     pub version: &'static str,
-    cache: Arc<cache::ResponseCache>,
+    cache: cache::ResponseCache,
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
 }
 
 impl ApiState {
@@ -44,13 +54,13 @@ impl ApiState {
         metrics: Option<MetricsRenderer>,
         version: &'static str,
     ) -> Self {
-        ApiState {
+        ApiState(Arc::new(SharedState {
             registry,
             shutdown,
             metrics,
             version,
-            cache: Arc::default(),
-        }
+            cache: cache::ResponseCache::default(),
+        }))
     }
 }
 

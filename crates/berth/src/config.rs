@@ -179,7 +179,7 @@ impl ServeArgs {
                 .unwrap_or_else(|| "info".into()),
             default_ttl,
             history_revisions,
-            cache_bytes: file.embedded.cache_mb.unwrap_or(64) * 1024 * 1024,
+            cache_bytes: file.embedded.cache_mb.unwrap_or(8) * 1024 * 1024,
         })
     }
 }

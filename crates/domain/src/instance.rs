@@ -139,12 +139,14 @@ pub struct InstanceSpec {
     pub address: Address,
     pub port: u16,
     pub ttl: Duration,
-    pub version: Option<String>,
-    pub revision: Option<String>,
-    pub repo: Option<String>,
-    pub zone: Option<String>,
-    pub region: Option<String>,
-    pub instance_ref: Option<String>,
+    // Boxed strings: a registry keeps many instances in memory, and most of these are short
+    // or absent.
+    pub version: Option<Box<str>>,
+    pub revision: Option<Box<str>>,
+    pub repo: Option<Box<str>>,
+    pub zone: Option<Box<str>>,
+    pub region: Option<Box<str>>,
+    pub instance_ref: Option<Box<str>>,
     pub weight: u8,
     pub canary: bool,
     pub tags: Vec<String>,
@@ -205,10 +207,10 @@ impl InstanceDraft {
                 None
             }
         };
-        let mut text = |field: &str, value: Option<String>| -> Option<String> {
+        let mut text = |field: &str, value: Option<String>| -> Option<Box<str>> {
             let value = value.filter(|v| !v.is_empty())?;
             match check_text(field, &value, MAX_TEXT) {
-                Ok(()) => Some(value),
+                Ok(()) => Some(value.into_boxed_str()),
                 Err(error) => {
                     errors.check::<()>(Err(error));
                     None
@@ -353,8 +355,10 @@ impl InstanceFilter {
     }
 
     pub fn matches(&self, spec: &InstanceSpec) -> bool {
-        let same = |wanted: &Option<String>, actual: &Option<String>| {
-            wanted.as_ref().is_none_or(|w| actual.as_ref() == Some(w))
+        let same = |wanted: &Option<String>, actual: &Option<Box<str>>| {
+            wanted
+                .as_deref()
+                .is_none_or(|w| actual.as_deref() == Some(w))
         };
         same(&self.version, &spec.version)
             && same(&self.zone, &spec.zone)
@@ -399,6 +403,12 @@ mod tests {
             .validate("web", None, &InstanceDefaults::default())
             .unwrap();
         assert_eq!(named.address, Address::Name("web-1.example.com".into()));
+        let mut versioned = draft("10.0.0.5", 8080);
+        versioned.version = Some(String::new());
+        let spec = versioned
+            .validate("web", None, &InstanceDefaults::default())
+            .unwrap();
+        assert_eq!(spec.version, None, "an empty label is no label");
     }
 
     #[test]

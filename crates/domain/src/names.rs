@@ -3,11 +3,13 @@
 
 use crate::ValidationError;
 use std::fmt;
+use std::sync::Arc;
 
 /// A discovery service's name: lowercase letters, digits, `-`, `_` and `.`, 1 to 128
-/// characters. Safe in store keys, URL paths and DNS labels' neighbourhood.
+/// characters. Safe in store keys, URL paths and DNS labels' neighbourhood. Shared, not
+/// copied: every instance of a service points at one string.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ServiceName(String);
+pub struct ServiceName(Arc<str>);
 
 impl ServiceName {
     pub const MAX_LEN: usize = 128;
@@ -32,7 +34,7 @@ impl ServiceName {
         if text == "." || text == ".." {
             return Err(ValidationError::new(field, "cannot be '.' or '..'"));
         }
-        Ok(ServiceName(text.to_string()))
+        Ok(ServiceName(Arc::from(text)))
     }
 
     pub fn as_str(&self) -> &str {
@@ -49,7 +51,7 @@ impl fmt::Display for ServiceName {
 /// An instance's id within its service: by default `address:port`. 1 to 256 printable
 /// characters without `/`, whitespace, `?`, `#` or `%`, so it is one path segment as is.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct InstanceId(String);
+pub struct InstanceId(Arc<str>);
 
 impl InstanceId {
     pub const MAX_LEN: usize = 256;
@@ -73,7 +75,7 @@ impl InstanceId {
         if text == "." || text == ".." {
             return Err(ValidationError::new(field, "cannot be '.' or '..'"));
         }
-        Ok(InstanceId(text.to_string()))
+        Ok(InstanceId(Arc::from(text)))
     }
 
     pub fn as_str(&self) -> &str {

@@ -1,15 +1,16 @@
 //! The live view: every instance in memory, kept up to date from the store's watch (so a
 //! change made through any berth node shows here), indexed by service, with a per-service
-//! change index for blocking queries and copy-on-write snapshots so readers never wait on
-//! writers.
+//! change index for blocking queries and shared snapshots: a snapshot is built when a reader
+//! first asks after a change, so a burst of writes to one large service costs one rebuild, not
+//! one per write.
 
 use crate::keys;
 use crate::records::{StoredInstance, decode_instance};
 use berth_domain::{Instance, InstanceId, ServiceName, Timestamp};
 use berth_store::{EventKind, KeyValue, LeaseId, Revision, WatchBatch};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -65,18 +66,32 @@ pub struct ServiceSummary {
 }
 
 struct ServiceState {
+    name: ServiceName,
     instances: BTreeMap<InstanceId, Arc<LiveInstance>>,
-    snapshot: Arc<[Arc<LiveInstance>]>,
+    /// The instances as a shared list; `None` after a change until a reader rebuilds it.
+    snapshot: Mutex<Option<Arc<[Arc<LiveInstance>]>>>,
     index: Revision,
     changed: watch::Sender<Revision>,
     heartbeats: Arc<AtomicU64>,
 }
 
 impl ServiceState {
-    fn new(index: Revision) -> Self {
+    fn snapshot(&self) -> Arc<[Arc<LiveInstance>]> {
+        let mut snapshot = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        snapshot
+            .get_or_insert_with(|| self.instances.values().cloned().collect())
+            .clone()
+    }
+
+    fn invalidate_snapshot(&mut self) {
+        *self.snapshot.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    fn new(name: ServiceName, index: Revision) -> Self {
         ServiceState {
+            name,
             instances: BTreeMap::new(),
-            snapshot: Arc::from(Vec::new()),
+            snapshot: Mutex::new(None),
             index,
             changed: watch::Sender::new(index),
             heartbeats: Arc::new(AtomicU64::new(0)),
@@ -90,6 +105,8 @@ pub(crate) struct InstanceView {
     revision: watch::Sender<Revision>,
     /// The revision the view was loaded at: the index of a service never seen since.
     loaded_at: Revision,
+    /// How many instances the view holds, kept as it changes.
+    count: AtomicUsize,
 }
 
 fn live_instance(
@@ -114,14 +131,12 @@ impl InstanceView {
             services: RwLock::new(HashMap::new()),
             revision: watch::Sender::new(revision),
             loaded_at: revision,
+            count: AtomicUsize::new(0),
         };
         {
             let mut services = view.write();
             for kv in kvs {
                 view.upsert(&mut services, kv, now, revision);
-            }
-            for state in services.values_mut() {
-                state.snapshot = state.instances.values().cloned().collect();
             }
         }
         view
@@ -151,7 +166,7 @@ impl InstanceView {
         now: Timestamp,
         index: Revision,
     ) -> Option<ServiceName> {
-        let stored = match decode_instance(kv) {
+        let mut stored = match decode_instance(kv) {
             Ok(stored) => stored,
             Err(error) => {
                 tracing::warn!(%error, "skipping an instance record that does not decode");
@@ -161,10 +176,14 @@ impl InstanceView {
         let service = stored.instance.spec.service.clone();
         let state = services
             .entry(service.clone())
-            .or_insert_with(|| ServiceState::new(index));
+            .or_insert_with(|| ServiceState::new(service.clone(), index));
+        // One copy of the name for the whole service.
+        stored.instance.spec.service = state.name.clone();
         let id = stored.instance.spec.id.clone();
         let live = live_instance(stored, now, state.heartbeats.clone())?;
-        state.instances.insert(id, Arc::new(live));
+        if state.instances.insert(id, Arc::new(live)).is_none() {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
         Some(service)
     }
 
@@ -198,6 +217,7 @@ impl InstanceView {
                         if let Some(state) = services.get_mut(&service)
                             && state.instances.remove(&id).is_some()
                         {
+                            self.count.fetch_sub(1, Ordering::Relaxed);
                             changed.insert(service);
                         }
                     }
@@ -205,7 +225,7 @@ impl InstanceView {
             }
             for service in &changed {
                 if let Some(state) = services.get_mut(service) {
-                    state.snapshot = state.instances.values().cloned().collect();
+                    state.invalidate_snapshot();
                     state.index = batch.revision;
                     state.changed.send_replace(batch.revision);
                 }
@@ -240,8 +260,8 @@ impl InstanceView {
             for name in names {
                 let fresh = incoming.remove(&name).unwrap_or_default();
                 let state = services
-                    .entry(name)
-                    .or_insert_with(|| ServiceState::new(revision));
+                    .entry(name.clone())
+                    .or_insert_with(|| ServiceState::new(name, revision));
                 let unchanged = state.instances.len() == fresh.len()
                     && state.instances.iter().zip(&fresh).all(|(old, new)| {
                         old.0 == new.0 && old.1.revision_index == new.1.revision_index
@@ -249,14 +269,19 @@ impl InstanceView {
                 if unchanged {
                     continue;
                 }
+                self.count
+                    .fetch_sub(state.instances.len(), Ordering::Relaxed);
                 state.instances = fresh
                     .into_iter()
-                    .filter_map(|(id, stored)| {
+                    .filter_map(|(id, mut stored)| {
+                        stored.instance.spec.service = state.name.clone();
                         live_instance(stored, now, state.heartbeats.clone())
                             .map(|l| (id, Arc::new(l)))
                     })
                     .collect();
-                state.snapshot = state.instances.values().cloned().collect();
+                self.count
+                    .fetch_add(state.instances.len(), Ordering::Relaxed);
+                state.invalidate_snapshot();
                 state.index = revision;
                 state.changed.send_replace(revision);
             }
@@ -273,7 +298,7 @@ impl InstanceView {
             Some(state) => ServiceView {
                 service: service.clone(),
                 index: state.index,
-                instances: state.snapshot.clone(),
+                instances: state.snapshot(),
                 heartbeat_epoch: state.heartbeats.load(Ordering::Relaxed),
             },
             None => ServiceView {
@@ -293,7 +318,7 @@ impl InstanceView {
         }
         self.write()
             .entry(service.clone())
-            .or_insert_with(|| ServiceState::new(self.loaded_at))
+            .or_insert_with(|| ServiceState::new(service.clone(), self.loaded_at))
             .changed
             .subscribe()
     }
@@ -309,7 +334,7 @@ impl InstanceView {
                 zones: state
                     .instances
                     .values()
-                    .filter_map(|i| i.instance.spec.zone.clone())
+                    .filter_map(|i| i.instance.spec.zone.as_deref().map(String::from))
                     .collect(),
                 index: state.index,
             })
@@ -325,13 +350,13 @@ impl InstanceView {
         names.sort();
         names
             .into_iter()
-            .flat_map(|name| services[name].snapshot.iter())
+            .flat_map(|name| services[name].instances.values())
             .filter(|live| keep(&live.instance))
             .cloned()
             .collect()
     }
 
     pub fn instance_count(&self) -> usize {
-        self.read().values().map(|s| s.instances.len()).sum()
+        self.count.load(Ordering::Relaxed)
     }
 }

@@ -408,7 +408,8 @@ pub async fn find_instances(State(state): State<ApiState>, params: Params) -> Ap
         .registry
         .select(|instance| {
             let spec = &instance.spec;
-            repo.as_ref().is_none_or(|r| spec.repo.as_ref() == Some(r))
+            repo.as_deref()
+                .is_none_or(|r| spec.repo.as_deref() == Some(r))
                 && address.as_ref().is_none_or(|a| &spec.address == a)
                 && service.as_ref().is_none_or(|s| &spec.service == s)
         })

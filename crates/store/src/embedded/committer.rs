@@ -18,8 +18,8 @@ use redb::{ReadableTable, Table};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// At most this many writes share one commit, so one commit's latency stays bounded.
@@ -53,8 +53,16 @@ pub struct WriteRequest {
 pub struct State {
     pub revision: Revision,
     pub compact_revision: Revision,
+    /// The next lease id to hand out...
     pub next_lease_id: i64,
+    /// ...and the end of the block of ids whose reservation is on disk. A grant is answered
+    /// without an fsync; its id is never handed out again after a crash because a restart
+    /// continues after the last durable reservation.
+    pub lease_ids_reserved: i64,
 }
+
+/// Lease ids are reserved on disk this many at a time.
+const LEASE_ID_BLOCK: i64 = 1024;
 
 pub fn spawn(
     shared: Arc<Shared>,
@@ -124,17 +132,32 @@ struct Batch<'t> {
     kv: Table<'t, &'static [u8], &'static [u8]>,
     log: Table<'t, u64, &'static [u8]>,
     leases: Table<'t, u64, &'static [u8]>,
+    meta: Table<'t, &'static str, u64>,
     revision: Revision,
     compact_revision: Revision,
     next_lease_id: i64,
+    lease_ids_reserved: i64,
     lease_changes: Vec<LeaseChange>,
     granted: HashSet<LeaseId>,
     removed: HashSet<LeaseId>,
     published: Vec<RevisionBatch>,
     expired: usize,
     /// Something was written: without it the transaction is dropped instead of committed, so
-    /// an idle checkpoint costs no fsync.
+    /// an idle checkpoint costs nothing.
     dirty: bool,
+    /// Something was written that a writer waits to have on disk (a revision, a revoke, a
+    /// compaction, an id reservation). Batches of only grants and checkpoints commit without
+    /// an fsync; the next durable commit carries them to disk.
+    durable: bool,
+}
+
+/// What a batch leaves behind once its tables are closed.
+struct Applied {
+    lease_changes: Vec<LeaseChange>,
+    published: Vec<RevisionBatch>,
+    expired: usize,
+    dirty: bool,
+    durable: bool,
 }
 
 fn commit_batch(shared: &Shared, state: &mut State, batch: Vec<WriteRequest>) {
@@ -159,7 +182,7 @@ fn commit_batch(shared: &Shared, state: &mut State, batch: Vec<WriteRequest>) {
                 metrics::gauge!("berth_store_leases").set(leases.len() as f64);
             }
             shared.hub.publish(committed.published, state.revision);
-            if committed.wrote {
+            if committed.synced {
                 metrics::histogram!("berth_store_commit_duration_seconds")
                     .record(started.elapsed().as_secs_f64());
                 metrics::histogram!("berth_store_commit_batch_size").record(size as f64);
@@ -200,8 +223,8 @@ struct Committed {
     lease_changes: Vec<LeaseChange>,
     published: Vec<RevisionBatch>,
     expired: usize,
-    /// False when nothing was written and no commit (no fsync) happened.
-    wrote: bool,
+    /// The commit was durable (one fsync).
+    synced: bool,
 }
 type Replies = Vec<Option<oneshot::Sender<Result<WriteOutcome>>>>;
 
@@ -227,56 +250,45 @@ fn apply_and_commit(
         ops.push(request.op);
     }
     let result = (|| -> std::result::Result<Committed, StoreError> {
-        let write = shared.db.begin_write().map_err(storage)?;
+        let mut write = shared.db.begin_write().map_err(storage)?;
         let mut outcomes = Vec::with_capacity(ops.len());
-        let (changes, published, expired, revision, compact_revision, next_lease_id, dirty);
-        {
-            let mut batch = Batch {
-                shared,
-                now: shared.clock.now(),
-                kv: write.open_table(KV).map_err(storage)?,
-                log: write.open_table(LOG).map_err(storage)?,
-                leases: write.open_table(LEASES).map_err(storage)?,
-                revision: state.revision,
-                compact_revision: state.compact_revision,
-                next_lease_id: state.next_lease_id,
-                lease_changes: Vec::new(),
-                granted: HashSet::new(),
-                removed: HashSet::new(),
-                published: Vec::new(),
-                expired: 0,
-                dirty: false,
-            };
-            for op in ops {
-                match batch.apply(op) {
-                    Ok(outcome) => outcomes.push(Ok(outcome)),
-                    Err(Failure::Request(error)) => outcomes.push(Err(error)),
-                    Err(Failure::Fatal(error)) => return Err(error),
-                }
+        let mut batch = Batch {
+            shared,
+            now: shared.clock.now(),
+            kv: write.open_table(KV).map_err(storage)?,
+            log: write.open_table(LOG).map_err(storage)?,
+            leases: write.open_table(LEASES).map_err(storage)?,
+            meta: write.open_table(META).map_err(storage)?,
+            revision: state.revision,
+            compact_revision: state.compact_revision,
+            next_lease_id: state.next_lease_id,
+            lease_ids_reserved: state.lease_ids_reserved,
+            lease_changes: Vec::new(),
+            granted: HashSet::new(),
+            removed: HashSet::new(),
+            published: Vec::new(),
+            expired: 0,
+            dirty: false,
+            durable: false,
+        };
+        for op in ops {
+            match batch.apply(op) {
+                Ok(outcome) => outcomes.push(Ok(outcome)),
+                Err(Failure::Request(error)) => outcomes.push(Err(error)),
+                Err(Failure::Fatal(error)) => return Err(error),
             }
-            dirty = batch.dirty;
-            // The revision is the log's last key; `meta` is written only when what it holds
-            // changes, so an ordinary commit touches one table less.
-            if batch.compact_revision != state.compact_revision {
-                let mut meta = write.open_table(META).map_err(storage)?;
-                meta.insert(META_COMPACT, batch.compact_revision.0 as u64)
-                    .map_err(storage)?;
-                meta.insert(META_REVISION, batch.revision.0 as u64)
-                    .map_err(storage)?;
-            }
-            if batch.next_lease_id != state.next_lease_id {
-                let mut meta = write.open_table(META).map_err(storage)?;
-                meta.insert(META_NEXT_LEASE, batch.next_lease_id as u64)
-                    .map_err(storage)?;
-            }
-            changes = batch.lease_changes;
-            published = batch.published;
-            expired = batch.expired;
-            revision = batch.revision;
-            compact_revision = batch.compact_revision;
-            next_lease_id = batch.next_lease_id;
         }
-        if dirty {
+        let (revision, compact_revision) = (batch.revision, batch.compact_revision);
+        let (next_lease_id, lease_ids_reserved) = (batch.next_lease_id, batch.lease_ids_reserved);
+        let applied = batch.close();
+        if applied.dirty {
+            write
+                .set_durability(if applied.durable {
+                    redb::Durability::Immediate
+                } else {
+                    redb::Durability::None
+                })
+                .map_err(storage)?;
             write.commit().map_err(storage)?;
         } else {
             write.abort().map_err(storage)?;
@@ -287,18 +299,30 @@ fn apply_and_commit(
         }
         state.compact_revision = compact_revision;
         state.next_lease_id = next_lease_id;
+        state.lease_ids_reserved = lease_ids_reserved;
         Ok(Committed {
             outcomes,
-            lease_changes: changes,
-            published,
-            expired,
-            wrote: dirty,
+            lease_changes: applied.lease_changes,
+            published: applied.published,
+            expired: applied.expired,
+            synced: applied.dirty && applied.durable,
         })
     })();
     (replies, result.map_err(|error| (error, expiring)))
 }
 
 impl Batch<'_> {
+    /// Closes the tables (they borrow the transaction) and keeps what the commit needs.
+    fn close(self) -> Applied {
+        Applied {
+            lease_changes: self.lease_changes,
+            published: self.published,
+            expired: self.expired,
+            dirty: self.dirty,
+            durable: self.durable,
+        }
+    }
+
     fn apply(&mut self, op: WriteOp) -> std::result::Result<WriteOutcome, Failure> {
         match op {
             WriteOp::Txn(txn) => self.txn(txn).map(WriteOutcome::Txn),
@@ -326,8 +350,15 @@ impl Batch<'_> {
                 Ok(WriteOutcome::Done)
             }
             WriteOp::Compact(revision) => self.compact(revision).map(|()| WriteOutcome::Done),
-            WriteOp::Checkpoint | WriteOp::Shutdown => {
+            WriteOp::Checkpoint => {
                 self.checkpoint()?;
+                Ok(WriteOutcome::Done)
+            }
+            WriteOp::Shutdown => {
+                self.checkpoint()?;
+                // Everything committed without an fsync reaches the disk now.
+                self.dirty = true;
+                self.durable = true;
                 Ok(WriteOutcome::Done)
             }
         }
@@ -396,6 +427,7 @@ impl Batch<'_> {
         self.log
             .insert(revision.0 as u64, codec::encode_events(&events).as_slice())?;
         self.dirty = true;
+        self.durable = true;
         self.revision = revision;
         self.published.push(RevisionBatch { revision, events });
         Ok(())
@@ -497,6 +529,12 @@ impl Batch<'_> {
                 "a lease needs a TTL above zero".into(),
             )));
         }
+        if self.next_lease_id >= self.lease_ids_reserved {
+            self.lease_ids_reserved = self.next_lease_id + LEASE_ID_BLOCK;
+            self.meta
+                .insert(META_NEXT_LEASE, self.lease_ids_reserved as u64)?;
+            self.durable = true;
+        }
         let id = LeaseId(self.next_lease_id);
         self.next_lease_id += 1;
         let ttl_ms = ttl.as_millis().min(u128::from(u64::MAX)) as u64;
@@ -515,11 +553,11 @@ impl Batch<'_> {
 
     /// The keys attached to a lease, counting what this batch attached and detached so far.
     fn lease_keys(&self, id: LeaseId) -> HashSet<Bytes> {
-        let mut keys = self
+        let mut keys: HashSet<Bytes> = self
             .shared
             .leases()
             .get(id)
-            .map(|e| e.keys.clone())
+            .map(|e| e.keys.iter().cloned().collect())
             .unwrap_or_default();
         for change in &self.lease_changes {
             match change {
@@ -552,6 +590,7 @@ impl Batch<'_> {
         self.record(revision, events)?;
         self.leases.remove(id.0 as u64)?;
         self.dirty = true;
+        self.durable = true;
         self.removed.insert(id);
         self.lease_changes.push(LeaseChange::Remove(id));
         Ok(())
@@ -571,7 +610,11 @@ impl Batch<'_> {
             }));
         }
         self.log.retain_in(..(revision.0 as u64), |_, _| false)?;
+        self.meta.insert(META_COMPACT, revision.0 as u64)?;
+        // The revision comes from `meta` should the log ever hold nothing newer.
+        self.meta.insert(META_REVISION, self.revision.0 as u64)?;
         self.dirty = true;
+        self.durable = true;
         self.compact_revision = revision;
         Ok(())
     }

@@ -5,16 +5,65 @@
 use crate::{LeaseId, Result, StoreError};
 use bytes::Bytes;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]
 pub struct LeaseEntry {
-    pub ttl: Duration,
     pub deadline: Instant,
-    pub keys: HashSet<Bytes>,
+    ttl_ms: u64,
+    pub keys: LeaseKeys,
     /// Renewed since the last checkpoint wrote it.
     pub renewed: bool,
+}
+
+impl LeaseEntry {
+    pub fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms)
+    }
+}
+
+/// The keys on a lease. Almost always exactly one (an instance's record), kept inline so a
+/// registry with many instances does not pay an allocation per lease for it.
+#[derive(Debug, Default)]
+pub enum LeaseKeys {
+    #[default]
+    None,
+    One(Bytes),
+    Many(Vec<Bytes>),
+}
+
+impl LeaseKeys {
+    fn insert(&mut self, key: Bytes) {
+        match self {
+            LeaseKeys::None => *self = LeaseKeys::One(key),
+            LeaseKeys::One(existing) if *existing == key => {}
+            LeaseKeys::One(existing) => {
+                *self = LeaseKeys::Many(vec![existing.clone(), key]);
+            }
+            LeaseKeys::Many(keys) => {
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        match self {
+            LeaseKeys::One(existing) if existing.as_ref() == key => *self = LeaseKeys::None,
+            LeaseKeys::Many(keys) => keys.retain(|k| k.as_ref() != key),
+            _ => {}
+        }
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Bytes> {
+        match self {
+            LeaseKeys::None => [].iter(),
+            LeaseKeys::One(key) => std::slice::from_ref(key).iter(),
+            LeaseKeys::Many(keys) => keys.iter(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -36,9 +85,9 @@ impl LeaseTable {
         self.entries.insert(
             id,
             LeaseEntry {
-                ttl,
                 deadline,
-                keys: HashSet::new(),
+                ttl_ms: ttl.as_millis().min(u128::from(u64::MAX)) as u64,
+                keys: LeaseKeys::None,
                 renewed: false,
             },
         );
@@ -62,9 +111,10 @@ impl LeaseTable {
     pub fn keepalive(&mut self, id: LeaseId, now: Instant) -> Result<Duration> {
         match self.entries.get_mut(&id) {
             Some(entry) if entry.deadline > now => {
-                entry.deadline = now + entry.ttl;
+                let ttl = entry.ttl();
+                entry.deadline = now + ttl;
                 entry.renewed = true;
-                Ok(entry.ttl)
+                Ok(ttl)
             }
             _ => Err(StoreError::LeaseNotFound(id)),
         }
@@ -116,7 +166,7 @@ impl LeaseTable {
             .filter(|(_, e)| e.renewed)
             .map(|(id, e)| {
                 e.renewed = false;
-                (*id, e.ttl, e.deadline.saturating_duration_since(now))
+                (*id, e.ttl(), e.deadline.saturating_duration_since(now))
             })
             .collect()
     }
@@ -149,6 +199,30 @@ mod tests {
 
         let past_renewed_deadline = start + Duration::from_millis(3600);
         assert_eq!(table.take_expired(past_renewed_deadline), vec![LeaseId(1)]);
+    }
+
+    #[test]
+    fn keys_attach_and_detach() {
+        let now = Instant::now();
+        let mut table = LeaseTable::default();
+        table.insert(LeaseId(1), Duration::from_secs(5), now);
+        let keys = |table: &LeaseTable| -> Vec<Bytes> {
+            table
+                .get(LeaseId(1))
+                .unwrap()
+                .keys
+                .iter()
+                .cloned()
+                .collect()
+        };
+        table.attach(LeaseId(1), Bytes::from_static(b"a"));
+        table.attach(LeaseId(1), Bytes::from_static(b"a"));
+        assert_eq!(keys(&table), vec![Bytes::from_static(b"a")]);
+        table.attach(LeaseId(1), Bytes::from_static(b"b"));
+        table.detach(LeaseId(1), b"a");
+        assert_eq!(keys(&table), vec![Bytes::from_static(b"b")]);
+        table.detach(LeaseId(1), b"b");
+        assert!(keys(&table).is_empty());
     }
 
     #[test]

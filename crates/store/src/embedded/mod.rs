@@ -26,9 +26,9 @@ use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use std::sync::mpsc;
 use tokio::sync::oneshot;
 use watch::{RevisionBatch, WatchHub};
 
@@ -68,7 +68,7 @@ impl EmbeddedOptions {
         EmbeddedOptions {
             data_dir: data_dir.into(),
             clock: Arc::new(MonotonicClock),
-            cache_bytes: 64 * 1024 * 1024,
+            cache_bytes: 8 * 1024 * 1024,
             retained_revisions: 100_000,
             compaction_interval: Duration::from_secs(60),
             checkpoint_interval: Duration::from_secs(1),
@@ -424,7 +424,7 @@ impl Store for EmbeddedStore {
                 keys.sort();
                 Ok(LeaseStatus {
                     id,
-                    granted_ttl: entry.ttl,
+                    granted_ttl: entry.ttl(),
                     remaining: entry.deadline - now,
                     keys,
                 })
@@ -579,7 +579,10 @@ fn open_files(options: &EmbeddedOptions) -> Result<(Shared, committer::State), O
         state = committer::State {
             revision: current_revision(&meta, &log).map_err(|e| corrupt(e.to_string()))?,
             compact_revision: Revision(read_meta(META_COMPACT)? as i64),
+            // Ids up to the last reservation may have been handed out before a crash: go on
+            // after it.
             next_lease_id: read_meta(META_NEXT_LEASE)? as i64,
+            lease_ids_reserved: read_meta(META_NEXT_LEASE)? as i64,
         };
         drop(log);
         let leases = write

@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::{mpsc, watch};
 
 /// How many recent revisions stay in memory for watchers that keep up.
-const RECENT_REVISIONS: usize = 4096;
+const RECENT_REVISIONS: usize = 1024;
 /// How many revisions a lagging watcher reads from disk at a time.
 const DISK_CHUNK: i64 = 256;
 
