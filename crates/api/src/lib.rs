@@ -167,32 +167,85 @@ pub fn route_table() -> Vec<RouteInfo> {
     routes().table
 }
 
-/// The router, ready to serve.
+/// The router, ready to serve. Call it after the metrics recorder is installed: the request
+/// metrics' handles are taken here, once per route.
 pub fn build(state: ApiState) -> Router {
-    routes()
+    let routes = routes();
+    let metrics = Arc::new(RequestMetrics::new(&routes.table));
+    routes
         .router
         .fallback(ops::not_found)
-        .layer(axum::middleware::from_fn(record_request))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            let metrics = metrics.clone();
+            async move { metrics.record(request, next).await }
+        }))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 
-/// Counts and times every request by route template (bounded label values).
-async fn record_request(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |path| path.as_str())
-        .to_string();
-    let method = request.method().as_str().to_string();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("berth_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
-        .increment(1);
-    metrics::histogram!("berth_http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    response
+/// Request counts (by route, method and status class) and durations (by route), with every
+/// handle resolved when the router is built: recording a request is a map lookup and two
+/// atomic updates, not a label set built per request.
+struct RequestMetrics {
+    routes: std::collections::HashMap<&'static str, Vec<(Method, RouteMetrics)>>,
+    unmatched: RouteMetrics,
+}
+
+struct RouteMetrics {
+    /// 1xx/2xx, 3xx, 4xx, 5xx.
+    requests: [metrics::Counter; 4],
+    duration: metrics::Histogram,
+}
+
+impl RouteMetrics {
+    fn new(method: &str, route: &'static str) -> Self {
+        let counter = |status: &'static str| metrics::counter!("berth_http_requests_total", "route" => route, "method" => method.to_string(), "status" => status);
+        RouteMetrics {
+            requests: [
+                counter("2xx"),
+                counter("3xx"),
+                counter("4xx"),
+                counter("5xx"),
+            ],
+            duration: metrics::histogram!("berth_http_request_duration_seconds", "route" => route),
+        }
+    }
+}
+
+impl RequestMetrics {
+    fn new(table: &[RouteInfo]) -> Self {
+        let mut routes: std::collections::HashMap<_, Vec<_>> = std::collections::HashMap::new();
+        for route in table {
+            routes.entry(route.path).or_default().push((
+                route.method.clone(),
+                RouteMetrics::new(route.method.as_str(), route.path),
+            ));
+        }
+        RequestMetrics {
+            routes,
+            unmatched: RouteMetrics::new("any", "unmatched"),
+        }
+    }
+
+    async fn record(&self, request: Request, next: Next) -> Response {
+        let started = Instant::now();
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .and_then(|path| self.routes.get(path.as_str()))
+            .and_then(|methods| methods.iter().find(|(m, _)| m == request.method()))
+            .map_or(&self.unmatched, |(_, metrics)| metrics);
+        let response = next.run(request).await;
+        let class = match response.status().as_u16() {
+            ..300 => 0,
+            300..400 => 1,
+            400..500 => 2,
+            _ => 3,
+        };
+        route.requests[class].increment(1);
+        route.duration.record(started.elapsed().as_secs_f64());
+        response
+    }
 }
 
 /// Serves until `state.shutdown` is cancelled, then stops accepting, lets requests in flight

@@ -115,12 +115,12 @@ impl Registry {
                 (Some(_), None) => unreachable!("decoded above"),
             };
             if let Some(registered) = attempt {
-                let counter = match registered.outcome {
-                    RegistrationOutcome::Created => "created",
-                    RegistrationOutcome::Updated => "updated",
-                    RegistrationOutcome::Renewed => "renewed",
-                };
-                metrics::counter!("berth_registrations_total", "outcome" => counter).increment(1);
+                let [created, updated, renewed] = &self.inner.counters.registrations;
+                match registered.outcome {
+                    RegistrationOutcome::Created => created.increment(1),
+                    RegistrationOutcome::Updated => updated.increment(1),
+                    RegistrationOutcome::Renewed => renewed.increment(1),
+                }
                 return Ok(registered);
             }
         }
@@ -271,7 +271,7 @@ impl Registry {
             Ok(ttl) => {
                 let now = self.now();
                 live.record_heartbeat(now);
-                metrics::counter!("berth_heartbeats_total").increment(1);
+                self.inner.counters.heartbeats.increment(1);
                 Ok(HeartbeatAck {
                     expires_at: now.plus(ttl),
                     ttl,
@@ -320,7 +320,7 @@ impl Registry {
                     self.revoke_in_background(lease);
                 }
                 self.written(response.revision).await?;
-                metrics::counter!("berth_deregistrations_total").increment(1);
+                self.inner.counters.deregistrations.increment(1);
                 return Ok(());
             }
         }

@@ -53,6 +53,30 @@ struct Inner {
     /// The highest revision this node wrote; reads wait until the view has it.
     last_local_write: AtomicI64,
     follower: tokio::task::JoinHandle<()>,
+    counters: Counters,
+}
+
+/// Metric handles taken once at start (the heartbeat path should not look them up by name).
+struct Counters {
+    heartbeats: metrics::Counter,
+    deregistrations: metrics::Counter,
+    /// Created, updated, renewed.
+    registrations: [metrics::Counter; 3],
+}
+
+impl Counters {
+    fn new() -> Self {
+        let registrations = |outcome: &'static str| metrics::counter!("berth_registrations_total", "outcome" => outcome);
+        Counters {
+            heartbeats: metrics::counter!("berth_heartbeats_total"),
+            deregistrations: metrics::counter!("berth_deregistrations_total"),
+            registrations: [
+                registrations("created"),
+                registrations("updated"),
+                registrations("renewed"),
+            ],
+        }
+    }
 }
 
 impl Drop for Inner {
@@ -95,6 +119,7 @@ impl Registry {
                 instances,
                 last_local_write: AtomicI64::new(0),
                 follower,
+                counters: Counters::new(),
             }),
         })
     }
