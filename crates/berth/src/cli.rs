@@ -106,8 +106,15 @@ pub struct WatchArgs {
     pub after: Option<i64>,
 }
 
+/// Prints one line. A reader that went away (`berth watch | head -3`) is not an error to
+/// panic over: the line is dropped.
+fn say(line: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
 fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    say(serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -125,7 +132,7 @@ fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
             .zip(&widths)
             .map(|(cell, width)| format!("{cell:<width$}"))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        say(padded.join("  ").trim_end());
     };
     line(header.iter().map(|h| h.to_string()).collect());
     for row in rows {
@@ -157,7 +164,7 @@ pub async fn register(client_args: &ClientArgs, args: RegisterArgs) -> anyhow::R
     if client_args.json {
         print_json(&instance)?;
     } else {
-        println!(
+        say(format!(
             "{} {} of {} at {}:{} (expires {})",
             if created { "registered" } else { "renewed" },
             instance.id,
@@ -165,7 +172,7 @@ pub async fn register(client_args: &ClientArgs, args: RegisterArgs) -> anyhow::R
             instance.address,
             instance.port,
             instance.expires_at.as_deref().unwrap_or("-")
-        );
+        ));
     }
     if !args.heartbeat {
         return Ok(());
@@ -193,7 +200,7 @@ pub async fn register(client_args: &ClientArgs, args: RegisterArgs) -> anyhow::R
         .await
         .context("deregistering at exit")?;
     if !client_args.json {
-        println!("deregistered {} of {}", instance.id, args.service);
+        say(format!("deregistered {} of {}", instance.id, args.service));
     }
     Ok(())
 }
@@ -206,7 +213,7 @@ pub async fn deregister(client_args: &ClientArgs, args: DeregisterArgs) -> anyho
     if client_args.json {
         print_json(&serde_json::json!({"deregistered": {"service": args.service, "id": args.id}}))
     } else {
-        println!("deregistered {} of {}", args.id, args.service);
+        say(format!("deregistered {} of {}", args.id, args.service));
         Ok(())
     }
 }
@@ -290,30 +297,30 @@ pub async fn watch(client_args: &ClientArgs, args: WatchArgs) -> anyhow::Result<
         };
         let event = event?;
         if client_args.json {
-            println!("{}", serde_json::to_string(&event)?);
+            say(serde_json::to_string(&event)?);
             continue;
         }
         let data = &event.data;
         let revision = data["revision"].as_i64().unwrap_or_default();
         match event.kind.as_str() {
-            "reset" => println!(
+            "reset" => say(format!(
                 "{revision} reset: {} instances",
                 data["instances"].as_array().map_or(0, Vec::len)
-            ),
-            "error" => println!("error: {}", data["message"].as_str().unwrap_or("")),
+            )),
+            "error" => say(format!("error: {}", data["message"].as_str().unwrap_or(""))),
             kind => {
                 let instance = &data["instance"];
                 let reason = data["reason"]
                     .as_str()
                     .map(|r| format!(" ({r})"))
                     .unwrap_or_default();
-                println!(
+                say(format!(
                     "{revision} {kind}{reason} {} {} {}:{}",
                     instance["service"].as_str().unwrap_or(""),
                     instance["id"].as_str().unwrap_or(""),
                     instance["address"].as_str().unwrap_or(""),
                     instance["port"]
-                );
+                ));
             }
         }
     }
