@@ -57,7 +57,7 @@ impl fmt::Display for ValidationErrors {
 
 /// Collects errors while a whole input is checked, so the client hears about all of them.
 #[derive(Default)]
-pub(crate) struct Collector(Vec<ValidationError>);
+pub struct Collector(Vec<ValidationError>);
 
 impl Collector {
     pub fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
