@@ -48,7 +48,7 @@ impl PortRange {
     /// Blocks at multiples of 100, holding a denied port, or reaching past the ceiling are
     /// never used.
     pub fn block_available(&self, base: u16) -> bool {
-        base % 100 != 0
+        !base.is_multiple_of(100)
             && self.block_end(base) <= u32::from(self.ceiling)
             && !self
                 .denied
