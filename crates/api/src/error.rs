@@ -4,6 +4,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use berth_domain::ValidationErrors;
+use berth_domain::catalog::CatalogError;
 use berth_registry::RegistryError;
 use berth_store::StoreError;
 use serde::Serialize;
@@ -66,6 +67,37 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// A catalog rule's refusal: 404 for what does not exist, 422 for a dependency on nothing,
+    /// 409 for a conflict with what the catalog holds.
+    pub fn catalog(error: CatalogError) -> Self {
+        let message = error.to_string();
+        let (status, code, field) = match &error {
+            CatalogError::AppNotFound(_)
+            | CatalogError::KindNotFound(_)
+            | CatalogError::EntityNotFound { .. } => (StatusCode::NOT_FOUND, "not_found", None),
+            CatalogError::DependencyMissing(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                Some("dependencies"),
+            ),
+            CatalogError::AppExists(_) => (StatusCode::CONFLICT, "conflict", Some("id")),
+            CatalogError::KindExists(_) | CatalogError::EntityExists { .. } => {
+                (StatusCode::CONFLICT, "conflict", Some("name"))
+            }
+            CatalogError::PortTaken { .. } => (StatusCode::CONFLICT, "conflict", Some("external")),
+            CatalogError::Cycle(_) => (StatusCode::CONFLICT, "cycle", Some("dependencies")),
+            CatalogError::KindInUse { .. }
+            | CatalogError::HasDependents { .. }
+            | CatalogError::RangeExhausted { .. } => (StatusCode::CONFLICT, "conflict", None),
+        };
+        ApiError {
+            field: field.map(String::from),
+            ..ApiError::new(status, code, message)
+        }
+    }
+}
+
 impl From<RegistryError> for ApiError {
     fn from(error: RegistryError) -> Self {
         match error {
@@ -75,6 +107,7 @@ impl From<RegistryError> for ApiError {
                 field,
                 ..ApiError::new(StatusCode::CONFLICT, "conflict", message)
             },
+            RegistryError::Catalog(error) => ApiError::catalog(error),
             RegistryError::Unavailable(message) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }

@@ -103,7 +103,7 @@ impl Routes {
 /// Every route the server has, each registered once.
 fn routes() -> Routes {
     use Surface::{Native, Operations};
-    use native::{events, instances};
+    use native::{catalog, events, instances};
     Routes {
         router: Router::new(),
         table: Vec::new(),
@@ -160,6 +160,121 @@ fn routes() -> Routes {
         instances::find_instances,
     )
     .add(Native, Method::GET, "/v1/events", events::events)
+    .add(Native, Method::GET, "/v1/kinds", catalog::list_kinds)
+    .add(Native, Method::POST, "/v1/kinds", catalog::create_kind)
+    .add(Native, Method::GET, "/v1/kinds/{kind}", catalog::get_kind)
+    .add(Native, Method::PUT, "/v1/kinds/{kind}", catalog::put_kind)
+    .add(
+        Native,
+        Method::DELETE,
+        "/v1/kinds/{kind}",
+        catalog::delete_kind,
+    )
+    .add(
+        Native,
+        Method::GET,
+        "/v1/kinds/{kind}/history",
+        catalog::kind_history,
+    )
+    .add(Native, Method::GET, "/v1/apps", catalog::list_apps)
+    .add(Native, Method::POST, "/v1/apps", catalog::create_app)
+    .add(Native, Method::GET, "/v1/apps/{id}", catalog::get_app)
+    .add(Native, Method::DELETE, "/v1/apps/{id}", catalog::delete_app)
+    .add(
+        Native,
+        Method::PUT,
+        "/v1/apps/{id}/ports/{kind}",
+        catalog::put_port,
+    )
+    .add(
+        Native,
+        Method::DELETE,
+        "/v1/apps/{id}/ports/{kind}",
+        catalog::delete_port,
+    )
+    .add(
+        Native,
+        Method::GET,
+        "/v1/apps/{id}/dependencies",
+        catalog::get_dependencies,
+    )
+    .add(
+        Native,
+        Method::PUT,
+        "/v1/apps/{id}/dependencies",
+        catalog::put_dependencies,
+    )
+    .add(
+        Native,
+        Method::PUT,
+        "/v1/apps/{id}/dependencies/{dependency}",
+        catalog::put_dependency,
+    )
+    .add(
+        Native,
+        Method::DELETE,
+        "/v1/apps/{id}/dependencies/{dependency}",
+        catalog::delete_dependency,
+    )
+    .add(
+        Native,
+        Method::GET,
+        "/v1/apps/{id}/start-order",
+        catalog::app_start_order,
+    )
+    .add(
+        Native,
+        Method::GET,
+        "/v1/apps/{id}/history",
+        catalog::app_history,
+    )
+    .add(Native, Method::GET, "/v1/apps/{id}/env", catalog::app_env)
+    .add(Native, Method::GET, "/v1/start-order", catalog::start_order)
+    .add(Native, Method::GET, "/v1/catalog", catalog::export)
+    .add(Native, Method::POST, "/v1/catalog/import", catalog::import)
+    .add(Native, Method::GET, "/v1/backends", catalog::list_backends)
+    .add(
+        Native,
+        Method::POST,
+        "/v1/backends",
+        catalog::create_backend,
+    )
+    .add(
+        Native,
+        Method::GET,
+        "/v1/backends/{name}",
+        catalog::get_backend,
+    )
+    .add(
+        Native,
+        Method::DELETE,
+        "/v1/backends/{name}",
+        catalog::delete_backend,
+    )
+    .add(
+        Native,
+        Method::GET,
+        "/v1/frontends",
+        catalog::list_frontends,
+    )
+    .add(
+        Native,
+        Method::POST,
+        "/v1/frontends",
+        catalog::create_frontend,
+    )
+    .add(
+        Native,
+        Method::GET,
+        "/v1/frontends/{name}",
+        catalog::get_frontend,
+    )
+    .add(
+        Native,
+        Method::DELETE,
+        "/v1/frontends/{name}",
+        catalog::delete_frontend,
+    )
 }
 
 /// The method and path of every route, for documentation checks.

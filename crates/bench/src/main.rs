@@ -1,6 +1,7 @@
 //! `berth-bench`: berth's benchmarks. Each prints its figures next to the targets the issues
 //! set; none of them is a test (timing is measured, never asserted).
 
+mod catalog;
 mod http;
 mod report;
 mod store;
@@ -23,6 +24,12 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         seconds: u64,
     },
+    /// The catalog: allocations/s with 10,000 apps, start order of 10,000 apps
+    Catalog {
+        /// The berth binary to run (build it with `cargo build --release`)
+        #[arg(long, default_value = "target/release/berth")]
+        berth: PathBuf,
+    },
     /// The HTTP API with wrk, memory per instance, offline-event lateness
     Http {
         /// The berth binary to run (build it with `cargo build --release`)
@@ -39,5 +46,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Store { seconds } => store::run(seconds).await,
         Command::Http { berth, seconds } => http::run(&berth, seconds).await,
+        Command::Catalog { berth } => catalog::run(&berth).await,
     }
 }

@@ -2,6 +2,7 @@
 //! file, then defaults. The file is parsed strictly: an unknown key is an error naming it.
 
 use anyhow::{Context, bail};
+use berth_domain::catalog::allocator::PortRange;
 use berth_store::StoreLocation;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
@@ -47,6 +48,23 @@ pub struct ServeArgs {
     /// [default: 100000]
     #[arg(long, env = "BERTH_HISTORY_REVISIONS", value_name = "N")]
     pub history_revisions: Option<i64>,
+    /// The first port block the allocator uses [default: 6000]
+    #[arg(long, env = "BERTH_PORTS_START", value_name = "PORT")]
+    pub ports_start: Option<u16>,
+    /// Ports per block (an application family shares a block) [default: 10]
+    #[arg(long, env = "BERTH_PORTS_BLOCK_SIZE", value_name = "N")]
+    pub ports_block_size: Option<u16>,
+    /// No port above this is allocated [default: 65000]
+    #[arg(long, env = "BERTH_PORTS_CEILING", value_name = "PORT")]
+    pub ports_ceiling: Option<u16>,
+    /// Ports never allocated, comma separated; their blocks are skipped [default: 8080]
+    #[arg(
+        long,
+        env = "BERTH_PORTS_DENIED",
+        value_name = "PORTS",
+        value_delimiter = ','
+    )]
+    pub ports_denied: Option<Vec<u16>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,6 +79,17 @@ struct FileConfig {
     instances: InstancesSection,
     #[serde(default)]
     embedded: EmbeddedSection,
+    #[serde(default)]
+    ports: PortsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PortsSection {
+    start: Option<u16>,
+    block_size: Option<u16>,
+    ceiling: Option<u16>,
+    denied: Option<Vec<u16>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,6 +116,7 @@ pub struct ServeConfig {
     pub default_ttl: Duration,
     pub history_revisions: i64,
     pub cache_bytes: usize,
+    pub ports: PortRange,
 }
 
 /// Environment variables `berth` reads; any other `BERTH_*` is reported as unknown.
@@ -99,6 +129,10 @@ pub const KNOWN_ENV: &[&str] = &[
     "BERTH_LOG_LEVEL",
     "BERTH_DEFAULT_TTL",
     "BERTH_HISTORY_REVISIONS",
+    "BERTH_PORTS_START",
+    "BERTH_PORTS_BLOCK_SIZE",
+    "BERTH_PORTS_CEILING",
+    "BERTH_PORTS_DENIED",
     "BERTH_ADDR",
 ];
 
@@ -165,6 +199,45 @@ impl ServeArgs {
                 "history revisions: must be 0 (keep everything) or more, not {history_revisions}"
             );
         }
+        let defaults = PortRange::default();
+        let ports = PortRange {
+            start: self
+                .ports_start
+                .or(file.ports.start)
+                .unwrap_or(defaults.start),
+            block_size: self
+                .ports_block_size
+                .or(file.ports.block_size)
+                .unwrap_or(defaults.block_size),
+            ceiling: self
+                .ports_ceiling
+                .or(file.ports.ceiling)
+                .unwrap_or(defaults.ceiling),
+            denied: self
+                .ports_denied
+                .or(file.ports.denied)
+                .unwrap_or(defaults.denied),
+        };
+        if !(4..=100).contains(&ports.block_size) {
+            bail!(
+                "ports: the block size must be 4 to 100, not {}",
+                ports.block_size
+            );
+        }
+        if !ports.start.is_multiple_of(ports.block_size) || ports.start <= 1024 {
+            bail!(
+                "ports: the start ({}) must be above 1024 and a multiple of the block size ({})",
+                ports.start,
+                ports.block_size
+            );
+        }
+        if ports.ceiling < ports.start + ports.block_size {
+            bail!(
+                "ports: the ceiling ({}) leaves no block above the start ({})",
+                ports.ceiling,
+                ports.start
+            );
+        }
         Ok(ServeConfig {
             listen,
             data_dir: self
@@ -180,6 +253,7 @@ impl ServeArgs {
             default_ttl,
             history_revisions,
             cache_bytes: file.embedded.cache_mb.unwrap_or(8) * 1024 * 1024,
+            ports,
         })
     }
 }
@@ -256,6 +330,15 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains("outside 1s to 24h"), "{error}");
+
+        let error = ServeArgs {
+            ports_block_size: Some(3),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("block size"), "{error}");
 
         let error = ServeArgs {
             store: Some("redis://x:1".into()),

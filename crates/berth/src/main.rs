@@ -1,6 +1,7 @@
 //! The `berth` binary: `berth serve` runs the registry; the other commands are its client.
 //! Thin wiring only: everything real lives in the crates under `crates/`.
 
+mod catalog_cli;
 mod cli;
 mod config;
 mod logging;
@@ -67,6 +68,60 @@ enum Command {
         #[command(flatten)]
         args: cli::WatchArgs,
     },
+    /// Kinds: technologies with a default internal port and a slot in each port block
+    Kinds {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: catalog_cli::KindsCommand,
+    },
+    /// Applications and the external ports they own
+    Apps {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: catalog_cli::AppsCommand,
+    },
+    /// Dependencies between applications (never a cycle)
+    Deps {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: catalog_cli::DepsCommand,
+    },
+    /// What must start before what: every application in waves, or one app's chain
+    StartOrder {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        app: Option<String>,
+    },
+    /// KEY=VALUE lines with the ports of an app and of everything it depends on
+    Env {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        app: String,
+    },
+    /// Export or import the whole catalog
+    Catalog {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: catalog_cli::CatalogCommand,
+    },
+    /// bender's backends: the live instances of a service at a version
+    Backends {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: catalog_cli::RoutingCommand,
+    },
+    /// bender's frontends: what serves a backend
+    Frontends {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: catalog_cli::RoutingCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -111,6 +166,24 @@ fn main() -> ExitCode {
                     Command::Services { client } => cli::services(&client).await,
                     Command::Instances { client, args } => cli::instances(&client, args).await,
                     Command::Watch { client, args } => cli::watch(&client, args).await,
+                    Command::Kinds { client, command } => {
+                        catalog_cli::kinds(&client, command).await
+                    }
+                    Command::Apps { client, command } => catalog_cli::apps(&client, command).await,
+                    Command::Deps { client, command } => catalog_cli::deps(&client, command).await,
+                    Command::StartOrder { client, app } => {
+                        catalog_cli::start_order(&client, app).await
+                    }
+                    Command::Env { client, app } => catalog_cli::env(&client, app).await,
+                    Command::Catalog { client, command } => {
+                        catalog_cli::catalog(&client, command).await
+                    }
+                    Command::Backends { client, command } => {
+                        catalog_cli::routing(&client, "backends", command).await
+                    }
+                    Command::Frontends { client, command } => {
+                        catalog_cli::routing(&client, "frontends", command).await
+                    }
                 }
             });
             match result {

@@ -85,6 +85,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             instance_defaults: berth_domain::InstanceDefaults {
                 ttl: config.default_ttl,
             },
+            ports: config.ports.clone(),
         },
         Arc::new(SystemWallClock),
     )

@@ -3,6 +3,8 @@
 //! its own: the client does not share types with the server, only the wire format.
 
 use futures::{Stream, StreamExt};
+
+pub use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -153,7 +155,7 @@ struct ErrorInner {
 }
 
 /// Percent-encodes one path segment.
-fn segment(text: &str) -> String {
+pub fn segment(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
@@ -238,6 +240,45 @@ impl Client {
 
     fn instance_url(&self, service: &str, id: &str) -> String {
         format!("{}/{}", self.instances_url(service), segment(id))
+    }
+
+    /// Any route, JSON in and out: for commands that only show what the server answers.
+    /// `path` starts with `/` (e.g. `/v1/apps?prefix=shop`).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = self.send(request).await?;
+        let bytes = response.bytes().await.map_err(|e| self.transport(e))?;
+        if bytes.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// Any route, raw text in and out (YAML exports and imports).
+    pub async fn call_text(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: &str,
+        body: Option<String>,
+    ) -> Result<String> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("content-type", content_type);
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = self.send(request).await?;
+        response.text().await.map_err(|e| self.transport(e))
     }
 
     /// Registers (or renews, or updates) an instance; true when it was created.

@@ -30,6 +30,11 @@ impl fmt::Display for ValidationError {
 pub struct ValidationErrors(Vec<ValidationError>);
 
 impl ValidationErrors {
+    /// The errors, or `None` when there are none.
+    pub fn new(errors: Vec<ValidationError>) -> Option<Self> {
+        (!errors.is_empty()).then_some(ValidationErrors(errors))
+    }
+
     pub fn single(field: impl Into<String>, message: impl Into<String>) -> Self {
         ValidationErrors(vec![ValidationError::new(field, message)])
     }

@@ -1,6 +1,7 @@
 //! The registry's errors. Each surface maps these once to its own status codes and shapes.
 
 use berth_domain::ValidationErrors;
+use berth_domain::catalog::CatalogError;
 use berth_store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +18,9 @@ pub enum RegistryError {
         message: String,
         field: Option<String>,
     },
+    /// A catalog rule refused the command (a taken port, a cycle, a missing kind…).
+    #[error("{0}")]
+    Catalog(CatalogError),
     /// The store cannot be reached or is shutting down; retrying later may succeed.
     #[error("{0}")]
     Unavailable(String),

@@ -4,6 +4,9 @@
 
 use bytes::Bytes;
 
+/// Everything berth writes; one watch of it feeds both views.
+pub const ROOT: &str = "/berth/";
+
 /// Everything leased: instances and deregistration markers.
 pub const LIVE: &str = "/berth/live/";
 /// `/berth/live/instances/{service}/{id}`: one record per instance, attached to its lease.
@@ -11,6 +14,36 @@ pub const INSTANCES: &str = "/berth/live/instances/";
 /// `/berth/live/deregistered/{service}/{id}`: written in the same transaction that deletes an
 /// instance on purpose, so every node's watch can tell a deregistration from an expiry.
 pub const DEREGISTERED: &str = "/berth/live/deregistered/";
+
+/// The durable catalog.
+pub const CATALOG: &str = "/berth/catalog/";
+/// `/berth/catalog/kinds/{name}`.
+pub const KINDS: &str = "/berth/catalog/kinds/";
+/// `/berth/catalog/apps/{id}`: the application with its ports and dependencies.
+pub const APPS: &str = "/berth/catalog/apps/";
+/// `/berth/catalog/ports/{external:05}`: who owns an external port. Created with
+/// compare-absent, which is what makes ports unique across nodes.
+pub const PORTS: &str = "/berth/catalog/ports/";
+/// The highest external port ever allocated (never goes down, even when its app is deleted).
+pub const HIGH_WATER: &str = "/berth/catalog/meta/high-water";
+/// Bumped by every change of the dependency graph's edges, so two concurrent edits can
+/// never together close a cycle, or orphan a dependency.
+pub const GRAPH: &str = "/berth/catalog/meta/graph";
+/// Written once, with the seed kinds, on an empty catalog.
+pub const SEEDED: &str = "/berth/catalog/meta/seeded";
+pub const BACKENDS: &str = "/berth/catalog/backends/";
+pub const FRONTENDS: &str = "/berth/catalog/frontends/";
+/// `/berth/journal/{apps|kinds}/{name}/{unique}`: one entry per change, written in the
+/// change's own transaction.
+pub const JOURNAL: &str = "/berth/journal/";
+
+pub fn port_key(port: u16) -> Bytes {
+    Bytes::from(format!("{PORTS}{port:05}"))
+}
+
+pub fn journal_prefix(collection: &str, name: &str) -> String {
+    format!("{JOURNAL}{collection}/{name}/")
+}
 
 pub fn instance_key(service: &str, id: &str) -> Bytes {
     Bytes::from(format!("{INSTANCES}{service}/{id}"))

@@ -3,6 +3,7 @@
 //! blocking queries from that view, and streams instance events. Every surface (native HTTP,
 //! compat APIs, CLI, agent) goes through it; none of them touches the store.
 
+pub mod catalog;
 mod clock;
 mod error;
 mod events;
@@ -18,13 +19,17 @@ pub use instances::{HeartbeatAck, InstanceRef, Registered, RegistrationOutcome};
 pub use records::StoredInstance;
 pub use view::{LiveInstance, ServiceSummary, ServiceView};
 
+use berth_domain::catalog::allocator::PortRange;
 use berth_domain::{Instance, InstanceDefaults, InstanceId, ServiceName, Timestamp};
 use berth_store::{AnyStore, RangeRequest, Revision, Store, StoreError, StoreKind};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
+use tokio::sync::watch;
 use view::InstanceView;
+
+use catalog::view::CatalogView;
 
 /// How long a read waits for this node's view to catch up with a write before giving up.
 const VIEW_CATCH_UP: Duration = Duration::from_secs(5);
@@ -32,6 +37,8 @@ const VIEW_CATCH_UP: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug, Default)]
 pub struct RegistryConfig {
     pub instance_defaults: InstanceDefaults,
+    /// The range the port allocator hands external ports out of.
+    pub ports: PortRange,
 }
 
 /// How fresh a read must be.
@@ -50,6 +57,11 @@ struct Inner {
     clock: Arc<dyn WallClock>,
     config: RegistryConfig,
     instances: Arc<InstanceView>,
+    catalog: Arc<CatalogView>,
+    /// The store revision both views reflect.
+    revision: watch::Sender<Revision>,
+    /// This node's catalog writes take turns (see `catalog_write`).
+    catalog_writes: tokio::sync::Mutex<()>,
     /// The highest revision this node wrote; reads wait until the view has it.
     last_local_write: AtomicI64,
     follower: tokio::task::JoinHandle<()>,
@@ -92,36 +104,46 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Loads the live view from the store and starts following its changes.
+    /// Loads both views from the store (at one revision), starts following its changes and
+    /// seeds the catalog's kinds when it is empty.
     pub async fn start(
         store: AnyStore,
         config: RegistryConfig,
         clock: Arc<dyn WallClock>,
     ) -> Result<Registry> {
-        let loaded = store.range(RangeRequest::prefix(keys::INSTANCES)).await?;
-        let instances = Arc::new(InstanceView::load(
-            &loaded.kvs,
-            loaded.revision,
-            clock.now(),
-        ));
+        let instances = store.range(RangeRequest::prefix(keys::INSTANCES)).await?;
+        let loaded_at = instances.revision;
+        let catalog = store
+            .range(RangeRequest::prefix(keys::CATALOG).at_revision(loaded_at))
+            .await?;
+        let instances = Arc::new(InstanceView::load(&instances.kvs, loaded_at, clock.now()));
+        let catalog = Arc::new(CatalogView::load(&catalog.kvs));
         metrics::gauge!("berth_instances").set(instances.instance_count() as f64);
-        let follower = tokio::spawn(follow_live_prefix(
+        let revision = watch::Sender::new(loaded_at);
+        let follower = tokio::spawn(follow_store(
             store.clone(),
             instances.clone(),
+            catalog.clone(),
+            revision.clone(),
             clock.clone(),
-            loaded.revision,
+            loaded_at,
         ));
-        Ok(Registry {
+        let registry = Registry {
             inner: Arc::new(Inner {
                 store,
                 clock,
                 config,
                 instances,
+                catalog,
+                revision,
+                catalog_writes: tokio::sync::Mutex::new(()),
                 last_local_write: AtomicI64::new(0),
                 follower,
                 counters: Counters::new(),
             }),
-        })
+        };
+        registry.ensure_seeded().await?;
+        Ok(registry)
     }
 
     pub fn store(&self) -> &AnyStore {
@@ -140,9 +162,14 @@ impl Registry {
         self.inner.clock.now()
     }
 
-    /// The store revision this node's view reflects.
+    /// The store revision this node's views reflect.
     pub fn view_revision(&self) -> Revision {
-        self.inner.instances.revision()
+        *self.inner.revision.borrow()
+    }
+
+    /// The port range the allocator uses.
+    pub fn port_range(&self) -> &PortRange {
+        &self.inner.config.ports
     }
 
     /// Records a write this node acknowledged and waits until the view shows it, so the
@@ -160,10 +187,10 @@ impl Registry {
     }
 
     async fn wait_for_view(&self, revision: Revision) -> Result<()> {
-        if self.inner.instances.revision() >= revision {
+        if self.view_revision() >= revision {
             return Ok(());
         }
-        let mut receiver = self.inner.instances.subscribe_revision();
+        let mut receiver = self.inner.revision.subscribe();
         match tokio::time::timeout(VIEW_CATCH_UP, receiver.wait_for(|r| *r >= revision)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) | Err(_) => Err(RegistryError::Unavailable(format!(
@@ -245,22 +272,24 @@ impl Registry {
     }
 }
 
-/// Keeps the view in step with the store: applies each revision of the live prefix, and
+/// Keeps both views in step with the store: applies each revision under `/berth/`, and
 /// reloads everything if the watch ever falls behind compaction.
-async fn follow_live_prefix(
+async fn follow_store(
     store: AnyStore,
-    view: Arc<InstanceView>,
+    instances: Arc<InstanceView>,
+    catalog: Arc<CatalogView>,
+    revision: watch::Sender<Revision>,
     clock: Arc<dyn WallClock>,
     loaded_at: Revision,
 ) {
-    let prefix = Bytes::from_static(keys::LIVE.as_bytes());
+    let prefix = Bytes::from_static(keys::ROOT.as_bytes());
     let mut next = loaded_at.next();
     loop {
         let mut watch = match store.watch(prefix.clone(), Some(next)).await {
             Ok(watch) => watch,
             Err(StoreError::Closed) => return,
             Err(error) => {
-                tracing::warn!(%error, "cannot watch live instances; retrying");
+                tracing::warn!(%error, "cannot watch the store; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -269,32 +298,47 @@ async fn follow_live_prefix(
             match watch.next().await {
                 None => return, // the store shut down
                 Some(Ok(batch)) => {
-                    view.apply(&batch, clock.now());
+                    instances.apply(&batch, clock.now());
+                    catalog.apply(&batch);
+                    revision.send_replace(batch.revision);
                     next = batch.revision.next();
                 }
                 Some(Err(StoreError::Compacted { .. })) => {
-                    match store.range(RangeRequest::prefix(keys::INSTANCES)).await {
-                        Ok(fresh) => {
-                            tracing::warn!(
-                                revision = %fresh.revision,
-                                "the instance view fell behind compaction; reloaded it"
-                            );
-                            view.reload(&fresh.kvs, fresh.revision, clock.now());
-                            next = fresh.revision.next();
+                    match reload(&store, &instances, &catalog, clock.now()).await {
+                        Ok(at) => {
+                            tracing::warn!(revision = %at, "the views fell behind compaction; reloaded them");
+                            revision.send_replace(at);
+                            next = at.next();
                         }
                         Err(error) => {
-                            tracing::warn!(%error, "reloading the instance view failed; retrying");
+                            tracing::warn!(%error, "reloading the views failed; retrying");
                             tokio::time::sleep(Duration::from_secs(1)).await;
                         }
                     }
                     break;
                 }
                 Some(Err(error)) => {
-                    tracing::warn!(%error, "the instance watch failed; watching again");
+                    tracing::warn!(%error, "the store watch failed; watching again");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     break;
                 }
             }
         }
     }
+}
+
+/// Reads both halves at one revision and replaces the views with them.
+async fn reload(
+    store: &AnyStore,
+    instances: &InstanceView,
+    catalog: &CatalogView,
+    now: Timestamp,
+) -> std::result::Result<Revision, StoreError> {
+    let live = store.range(RangeRequest::prefix(keys::INSTANCES)).await?;
+    let durable = store
+        .range(RangeRequest::prefix(keys::CATALOG).at_revision(live.revision))
+        .await?;
+    instances.reload(&live.kvs, live.revision, now);
+    catalog.reload(&durable.kvs);
+    Ok(live.revision)
 }

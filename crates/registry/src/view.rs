@@ -101,8 +101,6 @@ impl ServiceState {
 
 pub(crate) struct InstanceView {
     services: RwLock<HashMap<ServiceName, ServiceState>>,
-    /// The store revision this view reflects.
-    revision: watch::Sender<Revision>,
     /// The revision the view was loaded at: the index of a service never seen since.
     loaded_at: Revision,
     /// How many instances the view holds, kept as it changes.
@@ -129,7 +127,6 @@ impl InstanceView {
     pub fn load(kvs: &[KeyValue], revision: Revision, now: Timestamp) -> Self {
         let view = InstanceView {
             services: RwLock::new(HashMap::new()),
-            revision: watch::Sender::new(revision),
             loaded_at: revision,
             count: AtomicUsize::new(0),
         };
@@ -148,14 +145,6 @@ impl InstanceView {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ServiceName, ServiceState>> {
         self.services.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn revision(&self) -> Revision {
-        *self.revision.borrow()
-    }
-
-    pub fn subscribe_revision(&self) -> watch::Receiver<Revision> {
-        self.revision.subscribe()
     }
 
     /// Inserts or replaces the instance in `kv`; returns its service when it changed one.
@@ -231,7 +220,6 @@ impl InstanceView {
                 }
             }
         }
-        self.revision.send_replace(batch.revision);
         metrics::gauge!("berth_instances").set(self.instance_count() as f64);
     }
 
@@ -286,7 +274,6 @@ impl InstanceView {
                 state.changed.send_replace(revision);
             }
         }
-        self.revision.send_replace(revision);
     }
 
     pub fn instance(&self, service: &ServiceName, id: &InstanceId) -> Option<Arc<LiveInstance>> {

@@ -1,4 +1,5 @@
 //! The native `/v1` API.
 
+pub mod catalog;
 pub mod events;
 pub mod instances;

@@ -242,3 +242,71 @@ fn flags_win_over_environment_which_wins_over_the_file() {
         .expect("berth started");
     assert!(listening.contains("\"store\":\"embedded\""), "{listening}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_commands() {
+    let (_keep, dir) = data_dir();
+    let berth = Berth::embedded(&dir);
+    let ok = |args: &[&str]| {
+        let (code, stdout, stderr) = cli(&berth, args);
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
+        stdout
+    };
+    assert!(ok(&["kinds", "ls"]).contains("postgresql"));
+    ok(&["kinds", "create", "redis", "--default-port", "6379"]);
+    assert!(ok(&["apps", "create", "shop", "--kind", "play"]).contains("play:6011->9000"));
+    assert!(
+        ok(&["apps", "create", "shop-db", "--kind", "postgresql"])
+            .contains("postgresql:6019->5432")
+    );
+    assert!(ok(&["apps", "add-kind", "shop", "redis", "--external", "7777"]).contains("7777"));
+    ok(&["deps", "add", "shop", "shop-db"]);
+    assert_eq!(ok(&["deps", "ls", "shop"]).trim(), "shop-db");
+    assert_eq!(ok(&["start-order"]).trim(), "1: shop-db\n2: shop");
+    assert_eq!(ok(&["start-order", "shop"]).trim(), "shop-db shop");
+    let listing = ok(&["apps", "ls", "--prefix", "shop", "--sort", "-port"]);
+    let first_app = listing.lines().nth(1).unwrap();
+    assert!(
+        first_app.starts_with("shop-db "),
+        "highest lowest port first: {listing}"
+    );
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(&["apps", "show", "shop", "--json"])).unwrap();
+    assert_eq!(shown["dependencies"], serde_json::json!(["shop-db"]));
+
+    // Export to a file, import into another berth.
+    let export = dir.parent().unwrap().join("catalog.yaml");
+    std::fs::write(&export, ok(&["catalog", "export", "--format", "yaml"])).unwrap();
+    let (_other_keep, other_dir) = data_dir();
+    let other = Berth::embedded(&other_dir);
+    let (code, stdout, stderr) = run_berth(&[
+        "catalog",
+        "import",
+        export.to_str().unwrap(),
+        "--server",
+        &other.base,
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("2 applications"), "{stdout}");
+
+    ok(&[
+        "backends",
+        "create",
+        "hw",
+        "--app",
+        "shop",
+        "--version",
+        "1",
+        "--field",
+        "port=80",
+    ]);
+    let backend: serde_json::Value =
+        serde_json::from_str(&ok(&["backends", "show", "hw"])).unwrap();
+    assert_eq!(backend["port"], 80);
+    let (code, _, stderr) = cli(&berth, &["apps", "rm", "shop-db"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("shop-db is a dependency of shop"),
+        "{stderr}"
+    );
+}

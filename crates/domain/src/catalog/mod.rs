@@ -88,6 +88,14 @@ macro_rules! key_newtype {
                 f.write_str(&self.0)
             }
         }
+
+        // Ordering, equality and hashing are the string's, so maps keyed by the name can be
+        // searched by `&str` (a family's range, a path segment).
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
     };
 }
 

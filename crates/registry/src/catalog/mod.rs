@@ -1,0 +1,14 @@
+//! The catalog half of the registry: kinds, applications and their ports and dependencies,
+//! backends and frontends; planned against an in-memory view, committed as compare-and-swap
+//! transactions, journalled in the same transaction.
+
+mod commands;
+mod import;
+mod queries;
+mod records;
+pub(crate) mod view;
+
+pub use commands::DependencyChange;
+pub use import::ImportSummary;
+pub use queries::{AppQuery, AppSort, CatalogSnapshot, HistoryEntry};
+pub use records::{ChangeType, StoredKind};

@@ -1,0 +1,198 @@
+//! The catalog view: every kind, application, port claim, backend and frontend in memory with
+//! the revision that last wrote it, fed by the store's watch like the instance view. Writes
+//! read it to plan a transaction and compare those revisions, so a plan made from a stale view
+//! fails its compare instead of applying.
+
+use super::records::{
+    StoredKind, decode_app, decode_backend, decode_claim, decode_frontend, decode_kind,
+};
+use crate::keys;
+use berth_domain::catalog::{AppId, Application, Backend, EntityName, Frontend, KindName};
+use berth_store::{EventKind, KeyValue, Revision, WatchBatch};
+use std::collections::BTreeMap;
+use std::sync::{RwLock, RwLockReadGuard};
+
+/// A value and the revision that last wrote it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned<T> {
+    pub value: T,
+    pub revision: Revision,
+}
+
+/// Who owns an external port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub app: AppId,
+    pub kind: KindName,
+}
+
+#[derive(Debug, Default)]
+pub struct CatalogState {
+    pub kinds: BTreeMap<KindName, Versioned<StoredKind>>,
+    pub apps: BTreeMap<AppId, Versioned<Application>>,
+    pub ports: BTreeMap<u16, Claim>,
+    pub high_water: Option<Versioned<u16>>,
+    /// The last revision that changed any dependency edge (0: none yet).
+    pub graph: Revision,
+    pub seeded: bool,
+    pub backends: BTreeMap<EntityName, Versioned<Backend>>,
+    pub frontends: BTreeMap<EntityName, Versioned<Frontend>>,
+}
+
+impl CatalogState {
+    fn apply(&mut self, kind: EventKind, kv: &KeyValue) {
+        let Ok(key) = std::str::from_utf8(&kv.key) else {
+            return;
+        };
+        let revision = kv.mod_revision;
+        let put = kind == EventKind::Put;
+        let result: Result<(), String> = (|| {
+            if let Some(name) = key.strip_prefix(keys::KINDS) {
+                let name_key = KindName::parse("name", name).map_err(|e| e.to_string())?;
+                if put {
+                    let value = decode_kind(name, &kv.value)?;
+                    self.kinds.insert(name_key, Versioned { value, revision });
+                } else {
+                    self.kinds.remove(&name_key);
+                }
+            } else if let Some(id) = key.strip_prefix(keys::APPS) {
+                let id_key = AppId::parse("id", id).map_err(|e| e.to_string())?;
+                if put {
+                    let value = decode_app(id, &kv.value)?;
+                    self.apps.insert(id_key, Versioned { value, revision });
+                } else {
+                    self.apps.remove(&id_key);
+                }
+            } else if let Some(port) = key.strip_prefix(keys::PORTS) {
+                let port: u16 = port.parse().map_err(|_| format!("bad port key {key}"))?;
+                if put {
+                    let claim = decode_claim(&kv.value)?;
+                    self.ports.insert(
+                        port,
+                        Claim {
+                            app: AppId::parse("app", &claim.app).map_err(|e| e.to_string())?,
+                            kind: KindName::parse("kind", &claim.kind)
+                                .map_err(|e| e.to_string())?,
+                        },
+                    );
+                } else {
+                    self.ports.remove(&port);
+                }
+            } else if key == keys::HIGH_WATER {
+                self.high_water = if put {
+                    let text = std::str::from_utf8(&kv.value).map_err(|e| e.to_string())?;
+                    let value = text
+                        .parse()
+                        .map_err(|_| format!("bad high-water mark {text:?}"))?;
+                    Some(Versioned { value, revision })
+                } else {
+                    None
+                };
+            } else if key == keys::GRAPH {
+                self.graph = if put { revision } else { Revision(0) };
+            } else if key == keys::SEEDED {
+                self.seeded = put;
+            } else if let Some(name) = key.strip_prefix(keys::BACKENDS) {
+                let name_key = EntityName::parse("name", name).map_err(|e| e.to_string())?;
+                if put {
+                    let value = decode_backend(name, &kv.value)?;
+                    self.backends
+                        .insert(name_key, Versioned { value, revision });
+                } else {
+                    self.backends.remove(&name_key);
+                }
+            } else if let Some(name) = key.strip_prefix(keys::FRONTENDS) {
+                let name_key = EntityName::parse("name", name).map_err(|e| e.to_string())?;
+                if put {
+                    let value = decode_frontend(name, &kv.value)?;
+                    self.frontends
+                        .insert(name_key, Versioned { value, revision });
+                } else {
+                    self.frontends.remove(&name_key);
+                }
+            }
+            Ok(())
+        })();
+        if let Err(error) = result {
+            tracing::warn!(%error, "skipping a catalog record that does not decode");
+        }
+    }
+
+    /// The applications that depend on `id`.
+    pub fn dependents_of(&self, id: &AppId) -> Vec<AppId> {
+        self.apps
+            .values()
+            .filter(|app| app.value.dependencies.contains(id))
+            .map(|app| app.value.id.clone())
+            .collect()
+    }
+
+    /// The applications that have a port of `kind`.
+    pub fn apps_using(&self, kind: &KindName) -> Vec<AppId> {
+        let mut apps: Vec<AppId> = self
+            .ports
+            .values()
+            .filter(|claim| &claim.kind == kind)
+            .map(|claim| claim.app.clone())
+            .collect();
+        apps.sort();
+        apps.dedup();
+        apps
+    }
+
+    /// Every application's dependencies, for the graph algorithms.
+    pub fn graph(&self) -> BTreeMap<AppId, std::collections::BTreeSet<AppId>> {
+        self.apps
+            .iter()
+            .map(|(id, app)| (id.clone(), app.value.dependencies.clone()))
+            .collect()
+    }
+}
+
+impl berth_domain::catalog::graph::Dependencies for CatalogState {
+    fn dependencies_of(&self, app: &AppId) -> Option<&std::collections::BTreeSet<AppId>> {
+        self.apps.get(app).map(|a| &a.value.dependencies)
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct CatalogView {
+    state: RwLock<CatalogState>,
+}
+
+impl CatalogView {
+    /// Builds the view from a range of the catalog prefix.
+    pub fn load(kvs: &[KeyValue]) -> Self {
+        let view = CatalogView::default();
+        view.reload(kvs);
+        view
+    }
+
+    pub fn read(&self) -> RwLockReadGuard<'_, CatalogState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn apply(&self, batch: &WatchBatch) {
+        let mut touched = false;
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        for event in &batch.events {
+            if event.kv.key.starts_with(keys::CATALOG.as_bytes()) {
+                state.apply(event.kind, &event.kv);
+                touched = true;
+            }
+        }
+        if touched {
+            metrics::gauge!("berth_catalog_applications").set(state.apps.len() as f64);
+        }
+    }
+
+    /// Replaces everything with a fresh range of the catalog prefix.
+    pub fn reload(&self, kvs: &[KeyValue]) {
+        let mut fresh = CatalogState::default();
+        for kv in kvs {
+            fresh.apply(EventKind::Put, kv);
+        }
+        metrics::gauge!("berth_catalog_applications").set(fresh.apps.len() as f64);
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+    }
+}

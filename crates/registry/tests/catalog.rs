@@ -1,0 +1,460 @@
+//! The catalog through the registry, on the embedded store: flow's worked example and DAO
+//! cases, the rules flow lacked (every cycle refused, a ceiling, store-guaranteed unique
+//! ports), history, and all-or-nothing import.
+
+use berth_domain::catalog::allocator::PortRange;
+use berth_domain::catalog::{
+    AppId, ApplicationDraft, CatalogError, Kind, KindName, NewApplication, PortChoice,
+};
+use berth_registry::catalog::{AppQuery, AppSort, ChangeType};
+use berth_registry::{Registry, RegistryConfig, RegistryError, SystemWallClock};
+use berth_store::AnyStore;
+use berth_store::embedded::{EmbeddedOptions, EmbeddedStore};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+struct Fixture {
+    registry: Registry,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture_with(ports: PortRange) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(EmbeddedOptions::new(dir.path()))
+        .await
+        .unwrap();
+    let registry = Registry::start(
+        AnyStore::Embedded(store),
+        RegistryConfig {
+            ports,
+            ..RegistryConfig::default()
+        },
+        Arc::new(SystemWallClock),
+    )
+    .await
+    .unwrap();
+    Fixture {
+        registry,
+        _dir: dir,
+    }
+}
+
+async fn fixture() -> Fixture {
+    fixture_with(PortRange::default()).await
+}
+
+fn app(id: &str) -> AppId {
+    AppId::parse("id", id).unwrap()
+}
+
+fn kind(name: &str) -> KindName {
+    KindName::parse("kind", name).unwrap()
+}
+
+fn new_app(id: &str, kind: &str, dependencies: &[&str]) -> NewApplication {
+    ApplicationDraft {
+        id: Some(id.into()),
+        kind: Some(kind.into()),
+        dependencies: dependencies.iter().map(|d| d.to_string()).collect(),
+        ..ApplicationDraft::default()
+    }
+    .validate()
+    .unwrap()
+}
+
+async fn create(registry: &Registry, id: &str, kind: &str) -> u16 {
+    registry
+        .create_app(new_app(id, kind, &[]))
+        .await
+        .unwrap()
+        .ports[0]
+        .external
+}
+
+async fn add_kind(registry: &Registry, id: &str, kind_name: &str) -> u16 {
+    let (app, _) = registry
+        .add_port(&app(id), &kind(kind_name), PortChoice::default())
+        .await
+        .unwrap();
+    app.port_of(&kind(kind_name)).unwrap().external
+}
+
+fn catalog_error(result: Result<impl std::fmt::Debug, RegistryError>) -> CatalogError {
+    match result {
+        Err(RegistryError::Catalog(error)) => error,
+        other => panic!("expected a catalog error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_worked_example_number_for_number() {
+    let f = fixture().await;
+    let r = &f.registry;
+    let kinds: Vec<String> = r
+        .kinds()
+        .await
+        .unwrap()
+        .iter()
+        .map(|k| k.kind.name.to_string())
+        .collect();
+    assert_eq!(kinds, vec!["nodejs", "play", "postgresql"], "seeded kinds");
+    assert_eq!(create(r, "registry", "play").await, 6011);
+    assert_eq!(create(r, "registry-postgresql", "postgresql").await, 6019);
+    assert_eq!(create(r, "www", "nodejs").await, 6020);
+    assert_eq!(create(r, "user", "play").await, 6031);
+    assert_eq!(add_kind(r, "registry", "nodejs").await, 6010);
+    assert_eq!(create(r, "registry-api2", "play").await, 6041);
+    r.create_kind(Kind {
+        name: kind("redis"),
+        default_port: 6379,
+        offset: None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(add_kind(r, "www", "redis").await, 6022);
+    // Internal ports come from the kind.
+    let www = r.app(&app("www")).await.unwrap().unwrap();
+    let internals: Vec<u16> = www.ports.iter().map(|p| p.internal).collect();
+    assert_eq!(internals, vec![7050, 6379]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_dao_cases() {
+    let f = fixture().await;
+    let r = &f.registry;
+    // ui / api / db of one family: base+0, +1, +9.
+    let ui = create(r, "shop", "nodejs").await;
+    assert_eq!(ui % 10, 0);
+    assert_eq!(create(r, "shop-api", "play").await, ui + 1);
+    assert_eq!(create(r, "shop-db", "postgresql").await, ui + 9);
+    // "update allocates new ports": nodejs N, then play N+1, and idempotent.
+    let n = create(r, "solo", "nodejs").await;
+    assert_eq!(add_kind(r, "solo", "play").await, n + 1);
+    let (_, changed) = r
+        .add_port(&app("solo"), &kind("play"), PortChoice::default())
+        .await
+        .unwrap();
+    assert!(!changed, "adding a kind the app has is a no-op");
+    // A second play in a family whose block has it: the block after the high-water mark.
+    let next = create(r, "shop-admin", "play").await;
+    assert_eq!(next, r.port_range().base(n) + 10 + 1);
+
+    // Delete frees the ports; the id can be reused; a freed block never goes to a new family.
+    r.delete_app(&app("solo")).await.unwrap();
+    assert!(r.app(&app("solo")).await.unwrap().is_none());
+    let reused = create(r, "solo", "nodejs").await;
+    assert_ne!(r.port_range().base(reused), r.port_range().base(n));
+    let other = create(r, "fresh", "play").await;
+    assert!(other > reused);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_ports_are_checked_and_kept_unique() {
+    let f = fixture().await;
+    let r = &f.registry;
+    create(r, "aa", "play").await;
+    let taken = catalog_error(
+        r.create_app(NewApplication {
+            port: PortChoice {
+                external: Some(6011),
+                internal: Some(1234),
+            },
+            ..new_app("bb", "play", &[])
+        })
+        .await,
+    );
+    assert_eq!(
+        taken,
+        CatalogError::PortTaken {
+            port: 6011,
+            owner: app("aa")
+        }
+    );
+    let chosen = r
+        .create_app(NewApplication {
+            port: PortChoice {
+                external: Some(30_000),
+                internal: Some(1234),
+            },
+            ..new_app("bb", "play", &[])
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (chosen.ports[0].external, chosen.ports[0].internal),
+        (30_000, 1234)
+    );
+    // One explicit port far up pushes every later new family above it.
+    assert_eq!(create(r, "cc", "play").await, 30_011);
+    assert!(matches!(
+        catalog_error(r.create_app(new_app("dd", "nope", &[])).await),
+        CatalogError::KindNotFound(_)
+    ));
+    assert!(matches!(
+        catalog_error(r.create_app(new_app("aa", "play", &[])).await),
+        CatalogError::AppExists(_)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_range_is_a_clear_error() {
+    let f = fixture_with(PortRange {
+        start: 6000,
+        block_size: 10,
+        ceiling: 6029,
+        denied: vec![],
+    })
+    .await;
+    let r = &f.registry;
+    assert_eq!(create(r, "one", "play").await, 6011);
+    assert_eq!(create(r, "two", "play").await, 6021);
+    assert_eq!(
+        catalog_error(r.create_app(new_app("three", "play", &[])).await),
+        CatalogError::RangeExhausted { ceiling: 6029 }
+    );
+    // Nothing was half-written.
+    assert!(r.app(&app("three")).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_cycle_is_refused_with_its_path() {
+    let f = fixture().await;
+    let r = &f.registry;
+    for id in ["aa", "bb", "cc"] {
+        create(r, id, "play").await;
+    }
+    r.add_dependency(&app("aa"), &app("bb")).await.unwrap();
+    r.add_dependency(&app("bb"), &app("cc")).await.unwrap();
+    let cycle = catalog_error(r.add_dependency(&app("cc"), &app("aa")).await);
+    assert_eq!(cycle.to_string(), "dependency cycle: cc -> aa -> bb -> cc");
+    assert!(matches!(
+        catalog_error(r.add_dependency(&app("aa"), &app("zz")).await),
+        CatalogError::DependencyMissing(_)
+    ));
+    // Replacing keeps or replaces; removing is idempotent.
+    r.set_dependencies(&app("aa"), [app("cc")].into())
+        .await
+        .unwrap();
+    assert_eq!(
+        r.app(&app("aa")).await.unwrap().unwrap().dependencies,
+        [app("cc")].into()
+    );
+    r.remove_dependency(&app("aa"), &app("bb")).await.unwrap();
+    // Waves, dependencies first.
+    let waves = r.start_waves().await.unwrap();
+    assert_eq!(waves, vec![vec![app("cc")], vec![app("aa"), app("bb")]]);
+    assert_eq!(
+        r.start_order_of(&app("aa")).await.unwrap().unwrap(),
+        vec![app("cc"), app("aa")]
+    );
+    // An app others depend on cannot go.
+    let blocked = catalog_error(r.delete_app(&app("cc")).await);
+    assert_eq!(
+        blocked,
+        CatalogError::HasDependents {
+            app: app("cc"),
+            dependents: vec![app("aa"), app("bb")]
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_dependency_edits_never_close_a_cycle() {
+    let f = fixture().await;
+    let r = &f.registry;
+    let ids: Vec<String> = (0..8).map(|i| format!("node{i}")).collect();
+    for id in &ids {
+        create(r, id, "nodejs").await;
+    }
+    // Every ordered pair at once: half of these would close cycles with the other half.
+    let mut tasks = Vec::new();
+    for from in &ids {
+        for to in &ids {
+            if from != to {
+                let (r, from, to) = (r.clone(), app(from), app(to));
+                tasks.push(tokio::spawn(
+                    async move { r.add_dependency(&from, &to).await },
+                ));
+            }
+        }
+    }
+    let mut refused = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => {}
+            Err(RegistryError::Catalog(CatalogError::Cycle(_))) => refused += 1,
+            Err(other) => panic!("unexpected: {other}"),
+        }
+    }
+    assert!(refused > 0);
+    let waves = r.start_waves().await.expect("the graph stayed acyclic");
+    assert_eq!(waves.iter().map(Vec::len).sum::<usize>(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_allocations_are_all_distinct() {
+    let f = fixture().await;
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let r = f.registry.clone();
+        // A mix of new families and members of a few shared ones.
+        let id = if i % 2 == 0 {
+            format!("fam{}-app{i}", i % 5)
+        } else {
+            format!("solo{i}")
+        };
+        let kind = ["nodejs", "play", "postgresql"][i % 3];
+        tasks.push(tokio::spawn(async move {
+            r.create_app(new_app(&id, kind, &[])).await
+        }));
+    }
+    let mut ports = BTreeSet::new();
+    for task in tasks {
+        let app = task.await.unwrap().unwrap();
+        assert!(
+            ports.insert(app.ports[0].external),
+            "port {} twice",
+            app.ports[0].external
+        );
+    }
+    assert_eq!(ports.len(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinds_can_only_be_deleted_when_unused() {
+    let f = fixture().await;
+    let r = &f.registry;
+    create(r, "user1", "play").await;
+    assert!(matches!(
+        catalog_error(r.delete_kind(&kind("play")).await),
+        CatalogError::KindInUse { .. }
+    ));
+    r.delete_kind(&kind("nodejs")).await.unwrap();
+    assert!(r.kind(&kind("nodejs")).await.unwrap().is_none());
+    assert!(matches!(
+        catalog_error(r.delete_kind(&kind("nodejs")).await),
+        CatalogError::KindNotFound(_)
+    ));
+    // Allocating while a deletion runs: either the allocation wins and the deletion is
+    // refused, or the deletion wins and the allocation finds no kind. Never both.
+    r.create_kind(Kind {
+        name: kind("racy"),
+        default_port: 1000,
+        offset: None,
+    })
+    .await
+    .unwrap();
+    let racy = kind("racy");
+    let (deleted, allocated) = tokio::join!(
+        r.delete_kind(&racy),
+        r.create_app(new_app("racer", "racy", &[]))
+    );
+    match (deleted, allocated) {
+        (Ok(()), Err(_)) => assert!(r.app(&app("racer")).await.unwrap().is_none()),
+        (Err(_), Ok(_)) => assert!(r.kind(&kind("racy")).await.unwrap().is_some()),
+        (deleted, allocated) => panic!("both or neither: {deleted:?} {allocated:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_change_is_journalled() {
+    let f = fixture().await;
+    let r = &f.registry;
+    create(r, "journal", "play").await;
+    add_kind(r, "journal", "nodejs").await;
+    r.delete_app(&app("journal")).await.unwrap();
+    let history = r.app_history(&app("journal")).await.unwrap();
+    let changes: Vec<ChangeType> = history.iter().map(|h| h.change).collect();
+    assert_eq!(
+        changes,
+        vec![ChangeType::Insert, ChangeType::Update, ChangeType::Delete]
+    );
+    assert!(history.windows(2).all(|w| w[0].revision < w[1].revision));
+    assert_eq!(history[1].record.ports.len(), 2);
+    let kinds = r.kind_history(&kind("play")).await.unwrap();
+    assert_eq!(kinds[0].change, ChangeType::Insert);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_filter_and_sort_like_flow_and_port_descends() {
+    let f = fixture().await;
+    let r = &f.registry;
+    for (id, kind_name) in [
+        ("shop", "nodejs"),
+        ("shop-api", "play"),
+        ("other", "play"),
+        ("shopping", "play"),
+    ] {
+        create(r, id, kind_name).await;
+    }
+    let ids = |apps: Vec<berth_domain::catalog::Application>| -> Vec<String> {
+        apps.into_iter().map(|a| a.id.to_string()).collect()
+    };
+    let family = AppQuery {
+        prefix: Some("shop".into()),
+        ..AppQuery::default()
+    };
+    assert_eq!(
+        ids(r.apps(&family).await.unwrap()),
+        vec!["shop", "shop-api"]
+    );
+    let by_port = AppQuery {
+        sort: AppSort::Port,
+        ..AppQuery::default()
+    };
+    let ascending = ids(r.apps(&by_port).await.unwrap());
+    let descending = ids(r
+        .apps(&AppQuery {
+            sort: AppSort::PortDescending,
+            ..AppQuery::default()
+        })
+        .await
+        .unwrap());
+    let mut reversed = ascending.clone();
+    reversed.reverse();
+    assert_eq!(descending, reversed, "-port really descends");
+    let q = AppQuery {
+        q: Some(" SHOP ".into()),
+        kinds: vec![kind("play")],
+        limit: Some(1),
+        offset: 1,
+        ..AppQuery::default()
+    };
+    assert_eq!(ids(r.apps(&q).await.unwrap()), vec!["shopping"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_then_import_restores_everything_or_nothing() {
+    let source = fixture().await;
+    let r = &source.registry;
+    create(r, "base", "postgresql").await;
+    r.create_app(new_app("web", "play", &["base"]))
+        .await
+        .unwrap();
+    let snapshot = r.export().await.unwrap();
+
+    let target = fixture().await;
+    let summary = target.registry.import(snapshot.clone()).await.unwrap();
+    assert_eq!((summary.applications, summary.kinds_unchanged), (2, 3));
+    assert_eq!(
+        target.registry.export().await.unwrap().applications,
+        snapshot.applications
+    );
+    // The allocator goes on where the source left off.
+    assert_eq!(create(&target.registry, "later", "play").await, 6031);
+
+    // Importing again: every clash is reported, and nothing changes.
+    let before = target.registry.export().await.unwrap();
+    match target.registry.import(snapshot).await {
+        Err(RegistryError::Invalid(errors)) => {
+            let fields: Vec<&str> = errors.all().iter().map(|e| e.field.as_str()).collect();
+            assert!(fields.contains(&"applications[0].id"), "{fields:?}");
+            assert!(
+                fields.contains(&"applications[1].ports[0].external"),
+                "{fields:?}"
+            );
+        }
+        other => panic!("expected the import to be refused, got {other:?}"),
+    }
+    assert_eq!(target.registry.export().await.unwrap(), before);
+}
