@@ -3,6 +3,7 @@
 //! routes the server has can be listed (the OpenAPI test compares it with the document).
 
 mod cache;
+pub mod compat;
 pub mod error;
 mod extract;
 mod format;
@@ -36,6 +37,7 @@ pub struct SharedState {
     pub shutdown: CancellationToken,
     pub metrics: Option<MetricsRenderer>,
     pub version: &'static str,
+    pub compat: compat::CompatConfig,
     cache: cache::ResponseCache,
 }
 
@@ -53,12 +55,14 @@ impl ApiState {
         shutdown: CancellationToken,
         metrics: Option<MetricsRenderer>,
         version: &'static str,
+        compat: compat::CompatConfig,
     ) -> Self {
         ApiState(Arc::new(SharedState {
             registry,
             shutdown,
             metrics,
             version,
+            compat,
             cache: cache::ResponseCache::default(),
         }))
     }
@@ -69,6 +73,12 @@ impl ApiState {
 pub enum Surface {
     Operations,
     Native,
+    /// lyft/discovery (Envoy SDS v1).
+    Lyft,
+    /// bender.
+    Bender,
+    /// flowcommerce/registry.
+    Flow,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,13 +88,19 @@ pub struct RouteInfo {
     pub path: &'static str,
 }
 
-struct Routes {
+pub(crate) struct Routes {
     router: Router<ApiState>,
     table: Vec<RouteInfo>,
 }
 
 impl Routes {
-    fn add<H, T>(mut self, surface: Surface, method: Method, path: &'static str, handler: H) -> Self
+    pub(crate) fn add<H, T>(
+        mut self,
+        surface: Surface,
+        method: Method,
+        path: &'static str,
+        handler: H,
+    ) -> Self
     where
         H: Handler<T, ApiState>,
         T: 'static,
@@ -275,6 +291,15 @@ fn routes() -> Routes {
         "/v1/frontends/{name}",
         catalog::delete_frontend,
     )
+    .pipe(compat::lyft::routes)
+    .pipe(compat::bender::routes)
+    .pipe(compat::flow::routes)
+}
+
+impl Routes {
+    fn pipe(self, add: fn(Routes) -> Routes) -> Routes {
+        add(self)
+    }
 }
 
 /// The method and path of every route, for documentation checks.
@@ -289,7 +314,8 @@ pub fn build(state: ApiState) -> Router {
     let metrics = Arc::new(RequestMetrics::new(&routes.table));
     routes
         .router
-        .fallback(ops::not_found)
+        .fallback(compat::not_found)
+        .layer(axum::middleware::from_fn(compat::method_not_allowed))
         .layer(axum::middleware::from_fn(move |request, next| {
             let metrics = metrics.clone();
             async move { metrics.record(request, next).await }
@@ -367,7 +393,9 @@ impl RequestMetrics {
 /// finish (event streams and long polls end at once) and returns.
 pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
-    axum::serve(listener, build(state))
+    // The peer address is lyft's `auto_ip` fallback.
+    let service = build(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }

@@ -2,9 +2,8 @@
 //! route knows.
 
 use crate::ApiState;
-use crate::error::ApiError;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -63,8 +62,4 @@ pub async fn openapi() -> Response {
         OPENAPI,
     )
         .into_response()
-}
-
-pub async fn not_found(uri: Uri) -> ApiError {
-    ApiError::not_found(format!("no route for {}", uri.path()))
 }

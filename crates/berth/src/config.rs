@@ -2,6 +2,7 @@
 //! file, then defaults. The file is parsed strictly: an unknown key is an error naming it.
 
 use anyhow::{Context, bail};
+use berth_api::compat::CompatConfig;
 use berth_domain::catalog::allocator::PortRange;
 use berth_store::StoreLocation;
 use clap::{Args, ValueEnum};
@@ -65,6 +66,18 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub ports_denied: Option<Vec<u16>>,
+    /// lyft/discovery API: seconds a host stays registered without a re-POST (lyft's
+    /// HOST_TTL, which is read too) [default: 600]
+    #[arg(long, env = "BERTH_COMPAT_LYFT_HOST_TTL", value_name = "SECONDS")]
+    pub compat_lyft_host_ttl: Option<u64>,
+    /// lyft/discovery API: the `env` it reports (lyft's APPLICATION_ENV, which is read too)
+    /// [default: development]
+    #[arg(long, env = "BERTH_COMPAT_LYFT_ENV", value_name = "ENV")]
+    pub compat_lyft_env: Option<String>,
+    /// bender API: milliseconds a registration lives without being renewed (500 or more)
+    /// [default: 4000]
+    #[arg(long, env = "BERTH_COMPAT_BENDER_TTL_MS", value_name = "MS")]
+    pub compat_bender_ttl_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,6 +94,32 @@ struct FileConfig {
     embedded: EmbeddedSection,
     #[serde(default)]
     ports: PortsSection,
+    #[serde(default)]
+    compat: CompatSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompatSection {
+    #[serde(default)]
+    lyft: LyftSection,
+    #[serde(default)]
+    bender: BenderSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LyftSection {
+    host_ttl: Option<u64>,
+    env: Option<String>,
+    /// Accepted for old configurations; berth never serves a stale read, so it has no use.
+    cache_ttl: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BenderSection {
+    ttl_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -117,6 +156,9 @@ pub struct ServeConfig {
     pub history_revisions: i64,
     pub cache_bytes: usize,
     pub ports: PortRange,
+    pub compat: CompatConfig,
+    /// lyft's CACHE_TTL was set (in the file or the environment): worth a note in the log.
+    pub lyft_cache_ttl_given: bool,
 }
 
 /// Environment variables `berth` reads; any other `BERTH_*` is reported as unknown.
@@ -133,6 +175,9 @@ pub const KNOWN_ENV: &[&str] = &[
     "BERTH_PORTS_BLOCK_SIZE",
     "BERTH_PORTS_CEILING",
     "BERTH_PORTS_DENIED",
+    "BERTH_COMPAT_LYFT_HOST_TTL",
+    "BERTH_COMPAT_LYFT_ENV",
+    "BERTH_COMPAT_BENDER_TTL_MS",
     "BERTH_ADDR",
 ];
 
@@ -231,6 +276,38 @@ impl ServeArgs {
                 ports.block_size
             );
         }
+        // lyft's own variables (HOST_TTL, APPLICATION_ENV) come after berth's, before the file,
+        // so an old deployment's environment works unchanged.
+        let legacy = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let host_ttl = match self.compat_lyft_host_ttl {
+            Some(seconds) => Some(seconds),
+            None => match legacy("HOST_TTL") {
+                Some(text) => Some(text.parse().map_err(|_| {
+                    anyhow::anyhow!("HOST_TTL: `{text}` is not a number of seconds")
+                })?),
+                None => file.compat.lyft.host_ttl,
+            },
+        }
+        .unwrap_or(600);
+        if !(1..=86_400).contains(&host_ttl) {
+            bail!("compat.lyft.host_ttl: {host_ttl} s is outside 1 s to 24 h");
+        }
+        let bender_ttl = self
+            .compat_bender_ttl_ms
+            .or(file.compat.bender.ttl_ms)
+            .unwrap_or(4_000);
+        if !(500..=86_400_000).contains(&bender_ttl) {
+            bail!("compat.bender.ttl_ms: {bender_ttl} ms is outside 500 ms to 24 h");
+        }
+        let compat = CompatConfig {
+            lyft_host_ttl: Duration::from_secs(host_ttl),
+            lyft_env: self
+                .compat_lyft_env
+                .or_else(|| legacy("APPLICATION_ENV"))
+                .or(file.compat.lyft.env)
+                .unwrap_or_else(|| "development".into()),
+            bender_ttl: Duration::from_millis(bender_ttl),
+        };
         if ports.ceiling < ports.start + ports.block_size {
             bail!(
                 "ports: the ceiling ({}) leaves no block above the start ({})",
@@ -254,6 +331,9 @@ impl ServeArgs {
             history_revisions,
             cache_bytes: file.embedded.cache_mb.unwrap_or(8) * 1024 * 1024,
             ports,
+            compat,
+            lyft_cache_ttl_given: file.compat.lyft.cache_ttl.is_some()
+                || std::env::var_os("CACHE_TTL").is_some(),
         })
     }
 }
@@ -298,6 +378,32 @@ mod tests {
             }
         );
         assert_eq!(config.default_ttl, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn compat_settings_come_from_flags_or_the_file() {
+        let (_keep, path) = file(
+            "[compat.lyft]\nhost_ttl = 30\nenv = \"prod\"\ncache_ttl = 5\n[compat.bender]\nttl_ms = 500\n",
+        );
+        let config = ServeArgs {
+            config: Some(path),
+            compat_lyft_env: Some("staging".into()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(config.compat.lyft_host_ttl, Duration::from_secs(30));
+        assert_eq!(config.compat.lyft_env, "staging");
+        assert_eq!(config.compat.bender_ttl, Duration::from_millis(500));
+        assert!(config.lyft_cache_ttl_given);
+        let error = ServeArgs {
+            compat_bender_ttl_ms: Some(100),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("500 ms"), "{error}");
     }
 
     #[test]

@@ -84,6 +84,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         RegistryConfig {
             instance_defaults: berth_domain::InstanceDefaults {
                 ttl: config.default_ttl,
+                ..berth_domain::InstanceDefaults::default()
             },
             ports: config.ports.clone(),
         },
@@ -94,11 +95,17 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
+    if config.lyft_cache_ttl_given {
+        tracing::info!(
+            "lyft's CACHE_TTL is accepted and not needed: berth never serves a stale read"
+        );
+    }
     let state = ApiState::new(
         registry.clone(),
         shutdown.clone(),
         Some(metrics),
         env!("CARGO_PKG_VERSION"),
+        config.compat.clone(),
     );
     let data_dir = match &config.store {
         StoreLocation::Embedded => Some(config.data_dir.display().to_string()),

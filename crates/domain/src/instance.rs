@@ -9,7 +9,10 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
+/// The shortest TTL a client may ask for.
 pub const MIN_TTL: Duration = Duration::from_secs(1);
+/// The shortest TTL any surface uses: bender's expiry can be configured down to 500 ms.
+pub const LOWEST_TTL: Duration = Duration::from_millis(500);
 pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 
 const MAX_TEXT: usize = 256;
@@ -97,16 +100,18 @@ impl fmt::Display for Address {
     }
 }
 
-/// The server's defaults for what a client leaves out.
+/// The server's defaults for what a client leaves out, and the shortest TTL it takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InstanceDefaults {
     pub ttl: Duration,
+    pub min_ttl: Duration,
 }
 
 impl Default for InstanceDefaults {
     fn default() -> Self {
         InstanceDefaults {
             ttl: Duration::from_secs(30),
+            min_ttl: MIN_TTL,
         }
     }
 }
@@ -184,15 +189,18 @@ impl InstanceDraft {
         };
         let ttl = match self.ttl_ms {
             None => Some(defaults.ttl),
-            Some(ms) if ms >= MIN_TTL.as_millis() as i64 && ms <= MAX_TTL.as_millis() as i64 => {
+            Some(ms)
+                if ms >= defaults.min_ttl.as_millis() as i64
+                    && ms <= MAX_TTL.as_millis() as i64 =>
+            {
                 Some(Duration::from_millis(ms as u64))
             }
             Some(ms) => {
                 errors.push(
                     "ttl_ms",
                     format!(
-                        "must be between {} and {} milliseconds (1 s to 24 h; got {ms})",
-                        MIN_TTL.as_millis(),
+                        "must be between {} and {} milliseconds (got {ms})",
+                        defaults.min_ttl.as_millis(),
                         MAX_TTL.as_millis()
                     ),
                 );
@@ -295,6 +303,29 @@ impl InstanceDraft {
             tags,
             meta,
         })
+    }
+}
+
+impl From<&InstanceSpec> for InstanceDraft {
+    /// The draft that validates back into this spec: the start of an edit that changes some
+    /// fields and keeps the rest (a lyft re-registration merging tags, a weight change).
+    fn from(spec: &InstanceSpec) -> Self {
+        InstanceDraft {
+            id: Some(spec.id.to_string()),
+            address: Some(spec.address.to_string()),
+            port: Some(i64::from(spec.port)),
+            ttl_ms: Some(spec.ttl.as_millis() as i64),
+            version: spec.version.as_deref().map(String::from),
+            revision: spec.revision.as_deref().map(String::from),
+            repo: spec.repo.as_deref().map(String::from),
+            zone: spec.zone.as_deref().map(String::from),
+            region: spec.region.as_deref().map(String::from),
+            instance_ref: spec.instance_ref.as_deref().map(String::from),
+            weight: Some(i64::from(spec.weight)),
+            canary: Some(spec.canary),
+            tags: spec.tags.clone(),
+            meta: spec.meta.clone(),
+        }
     }
 }
 
@@ -443,6 +474,21 @@ mod tests {
         let mut mismatch = draft("10.0.0.1", 80);
         mismatch.id = Some("other".into());
         assert_eq!(field_of(mismatch.validate("web", Some("mine"), &d)), "id");
+    }
+
+    #[test]
+    fn a_spec_round_trips_through_its_draft() {
+        let mut d = draft("10.0.0.1", 80);
+        d.zone = Some("a".into());
+        d.weight = Some(5);
+        d.meta.insert("k".into(), "v".into());
+        let spec = d
+            .validate("web", None, &InstanceDefaults::default())
+            .unwrap();
+        let again = InstanceDraft::from(&spec)
+            .validate("web", Some(spec.id.as_str()), &InstanceDefaults::default())
+            .unwrap();
+        assert_eq!(again, spec);
     }
 
     #[test]

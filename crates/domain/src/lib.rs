@@ -10,8 +10,8 @@ mod time;
 
 pub use error::{ValidationError, ValidationErrors};
 pub use instance::{
-    Address, Instance, InstanceDefaults, InstanceDraft, InstanceFilter, InstanceSpec, MAX_TTL,
-    MIN_TTL, OfflineReason,
+    Address, Instance, InstanceDefaults, InstanceDraft, InstanceFilter, InstanceSpec, LOWEST_TTL,
+    MAX_TTL, MIN_TTL, OfflineReason,
 };
 pub use names::{InstanceId, ServiceName};
 pub use time::Timestamp;

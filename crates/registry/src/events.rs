@@ -9,7 +9,7 @@ use berth_domain::{OfflineReason, ServiceName};
 use berth_store::{AnyStore, EventKind, RangeRequest, Revision, Store, StoreError, WatchBatch};
 use bytes::Bytes;
 use std::collections::HashSet;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InstanceEventKind {
@@ -115,6 +115,7 @@ pub(crate) fn subscribe(
     store: AnyStore,
     service: Option<ServiceName>,
     after: Option<Revision>,
+    mut view_revision: watch::Receiver<Revision>,
 ) -> EventSubscription {
     let (sender, receiver) = mpsc::channel(256);
     tokio::spawn(async move {
@@ -149,10 +150,12 @@ pub(crate) fn subscribe(
                         if events.is_empty() {
                             continue;
                         }
-                        let batch = EventBatch {
-                            revision: batch.revision,
-                            events,
-                        };
+                        let revision = batch.revision;
+                        tokio::select! {
+                            () = view_holds(&mut view_revision, revision) => {}
+                            () = sender.closed() => return,
+                        }
+                        let batch = EventBatch { revision, events };
                         if sender.send(Ok(EventItem::Batch(batch))).await.is_err() {
                             return;
                         }
@@ -161,6 +164,7 @@ pub(crate) fn subscribe(
                         match snapshot(&store, service.as_ref()).await {
                             Ok((revision, instances)) => {
                                 start = Some(revision.next());
+                                view_holds(&mut view_revision, revision).await;
                                 let reset = EventItem::Reset {
                                     revision,
                                     instances,
@@ -185,6 +189,16 @@ pub(crate) fn subscribe(
         }
     });
     EventSubscription { receiver }
+}
+
+/// Waits until this node's views hold `revision`, so a subscriber that reads after an event
+/// sees what the event announced. Not forever: a stuck view must not silence the stream.
+async fn view_holds(view_revision: &mut watch::Receiver<Revision>, revision: Revision) {
+    let _ = tokio::time::timeout(
+        crate::VIEW_CATCH_UP,
+        view_revision.wait_for(|r| *r >= revision),
+    )
+    .await;
 }
 
 /// Every instance (of `service`, or all) and the revision they were read at.

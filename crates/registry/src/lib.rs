@@ -268,7 +268,12 @@ impl Registry {
         service: Option<ServiceName>,
         after: Option<Revision>,
     ) -> EventSubscription {
-        events::subscribe(self.inner.store.clone(), service, after)
+        events::subscribe(
+            self.inner.store.clone(),
+            service,
+            after,
+            self.inner.revision.subscribe(),
+        )
     }
 }
 

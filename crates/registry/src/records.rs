@@ -94,8 +94,13 @@ pub fn decode_instance(kv: &KeyValue) -> Result<StoredInstance, String> {
         tags: record.tags,
         meta: record.meta,
     };
+    // Records are checked against the widest bounds any surface writes with.
+    let bounds = InstanceDefaults {
+        min_ttl: berth_domain::LOWEST_TTL,
+        ..InstanceDefaults::default()
+    };
     let spec = draft
-        .validate(service, Some(id), &InstanceDefaults::default())
+        .validate(service, Some(id), &bounds)
         .map_err(|e| format!("instance record {service}/{id}: {e}"))?;
     Ok(StoredInstance {
         instance: Instance {

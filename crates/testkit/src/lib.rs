@@ -199,6 +199,7 @@ pub struct BerthServer {
     binary: PathBuf,
     prefix: Vec<String>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -210,6 +211,16 @@ impl BerthServer {
         binary: &Path,
         prefix: &[String],
         args: &[String],
+    ) -> Result<BerthServer, Vec<String>> {
+        Self::start_with_env(binary, prefix, args, &[])
+    }
+
+    /// Like [`BerthServer::start`], with extra environment variables (lyft's `HOST_TTL`…).
+    pub fn start_with_env(
+        binary: &Path,
+        prefix: &[String],
+        args: &[String],
+        env: &[(&str, &str)],
     ) -> Result<BerthServer, Vec<String>> {
         let mut full = prefix.to_vec();
         full.push(binary.display().to_string());
@@ -225,6 +236,7 @@ impl BerthServer {
                 command.env_remove(name);
             }
         }
+        command.envs(env.iter().copied());
         let mut process = ChildGuard::spawn(&mut command).expect("spawn berth");
         let stderr = process.child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -256,6 +268,10 @@ impl BerthServer {
                     binary: binary.to_path_buf(),
                     prefix: prefix.to_vec(),
                     args: args.to_vec(),
+                    env: env
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
                     log,
                 });
             }
@@ -300,7 +316,12 @@ impl BerthServer {
 
     /// The same command again (after a stop or a kill).
     pub fn restart(&self) -> Result<BerthServer, Vec<String>> {
-        BerthServer::start(&self.binary, &self.prefix, &self.args)
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        BerthServer::start_with_env(&self.binary, &self.prefix, &self.args, &env)
     }
 
     /// The process's resident memory in bytes (Linux `/proc`).

@@ -4,6 +4,9 @@
 mod catalog;
 mod cli;
 mod cluster;
+mod compat_bender;
+mod compat_flow;
+mod compat_lyft;
 mod instances;
 mod process;
 mod support;

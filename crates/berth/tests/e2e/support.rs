@@ -36,6 +36,16 @@ impl Berth {
         BerthServer::start(Path::new(BERTH), &[], args).map(Berth)
     }
 
+    /// An embedded berth with extra environment variables.
+    pub fn embedded_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Berth {
+        let mut all = vec![format!("--data-dir={}", data_dir.display())];
+        all.extend(args.iter().map(|a| a.to_string()));
+        match BerthServer::start_with_env(Path::new(BERTH), &[], &all, env) {
+            Ok(berth) => Berth(berth),
+            Err(log) => panic!("berth did not start:\n{}", log.join("\n")),
+        }
+    }
+
     pub fn embedded(data_dir: &Path) -> Berth {
         Berth::start(&[format!("--data-dir={}", data_dir.display())])
     }
@@ -90,4 +100,83 @@ pub fn run_berth(args: &[&str]) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// A request body for the legacy APIs' tests.
+pub enum Body<'a> {
+    Empty,
+    Json(serde_json::Value),
+    Form(&'a [(&'a str, &'a str)]),
+}
+
+/// An answer, whatever its status.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Sends one raw request (with optional extra headers) and returns the answer as it is.
+pub async fn send(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Body<'_>,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = reqwest::Client::new().request(method, format!("{base}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request = match body {
+        Body::Empty => request,
+        Body::Json(value) => request.json(&value),
+        Body::Form(fields) => request
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(
+                fields
+                    .iter()
+                    .map(|(k, v)| {
+                        format!("{}={}", berth_client::segment(k), berth_client::segment(v))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("&"),
+            ),
+    };
+    let response = request.send().await.unwrap();
+    Reply {
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        text: response.text().await.unwrap(),
+    }
+}
+
+/// Sends a 2 MiB body (above every API's 1 MiB limit) and returns the answer.
+pub async fn send_oversized(base: &str, method: &str, path: &str, content_type: &str) -> Reply {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let response = reqwest::Client::new()
+        .request(method, format!("{base}{path}"))
+        .header("content-type", content_type)
+        .body(vec![b'a'; 2 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    Reply {
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        text: response.text().await.unwrap(),
+    }
 }

@@ -2,6 +2,7 @@
 //! history, backends and frontends with their live members, and the environment of an app.
 
 use super::records::{ChangeType, StoredKind, decode_app, decode_journal, decode_kind};
+use super::view::Versioned;
 use crate::error::Result;
 use crate::view::LiveInstance;
 use crate::{Consistency, Registry, keys};
@@ -131,35 +132,28 @@ impl Registry {
     pub async fn apps(&self, query: &AppQuery) -> Result<Vec<Application>> {
         self.sync(Consistency::Local).await?;
         let state = self.inner.catalog.read();
-        let mut apps: Vec<&Application> = state
+        let mut apps: Vec<&Versioned<Application>> = state
             .apps
             .values()
-            .map(|a| &a.value)
-            .filter(|app| query.matches(app))
+            .filter(|app| query.matches(&app.value))
             .collect();
-        let port = |app: &Application| app.lowest_port().unwrap_or(u16::MAX);
+        let port = |app: &Versioned<Application>| app.value.lowest_port().unwrap_or(u16::MAX);
+        let created = |app: &Versioned<Application>| (app.value.created_at, app.created);
         match query.sort {
             AppSort::Id => {}
             AppSort::IdDescending => apps.reverse(),
-            AppSort::Port => apps.sort_by_key(|a| (port(a), a.id.clone())),
+            AppSort::Port => apps.sort_by_key(|a| (port(a), a.value.id.clone())),
             AppSort::PortDescending => {
-                apps.sort_by_key(|a| (std::cmp::Reverse(port(a)), a.id.clone()));
+                apps.sort_by_key(|a| (std::cmp::Reverse(port(a)), a.value.id.clone()));
             }
-            AppSort::Created => apps.sort_by_key(|a| (a.created_at, a.id.clone())),
-            AppSort::CreatedDescending => {
-                apps.sort_by_key(|a| {
-                    (
-                        std::cmp::Reverse(a.created_at),
-                        std::cmp::Reverse(a.id.clone()),
-                    )
-                });
-            }
+            AppSort::Created => apps.sort_by_key(|a| created(a)),
+            AppSort::CreatedDescending => apps.sort_by_key(|a| std::cmp::Reverse(created(a))),
         }
         Ok(apps
             .into_iter()
             .skip(query.offset)
             .take(query.limit.unwrap_or(usize::MAX))
-            .cloned()
+            .map(|a| a.value.clone())
             .collect())
     }
 

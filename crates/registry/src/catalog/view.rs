@@ -12,11 +12,13 @@ use berth_store::{EventKind, KeyValue, Revision, WatchBatch};
 use std::collections::BTreeMap;
 use std::sync::{RwLock, RwLockReadGuard};
 
-/// A value and the revision that last wrote it.
+/// A value, the revision that last wrote it and the one that created it (which orders
+/// records created in the same millisecond).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Versioned<T> {
     pub value: T,
     pub revision: Revision,
+    pub created: Revision,
 }
 
 /// Who owns an external port.
@@ -45,13 +47,21 @@ impl CatalogState {
             return;
         };
         let revision = kv.mod_revision;
+        let created = kv.create_revision;
         let put = kind == EventKind::Put;
         let result: Result<(), String> = (|| {
             if let Some(name) = key.strip_prefix(keys::KINDS) {
                 let name_key = KindName::parse("name", name).map_err(|e| e.to_string())?;
                 if put {
                     let value = decode_kind(name, &kv.value)?;
-                    self.kinds.insert(name_key, Versioned { value, revision });
+                    self.kinds.insert(
+                        name_key,
+                        Versioned {
+                            value,
+                            revision,
+                            created,
+                        },
+                    );
                 } else {
                     self.kinds.remove(&name_key);
                 }
@@ -59,7 +69,14 @@ impl CatalogState {
                 let id_key = AppId::parse("id", id).map_err(|e| e.to_string())?;
                 if put {
                     let value = decode_app(id, &kv.value)?;
-                    self.apps.insert(id_key, Versioned { value, revision });
+                    self.apps.insert(
+                        id_key,
+                        Versioned {
+                            value,
+                            revision,
+                            created,
+                        },
+                    );
                 } else {
                     self.apps.remove(&id_key);
                 }
@@ -84,7 +101,11 @@ impl CatalogState {
                     let value = text
                         .parse()
                         .map_err(|_| format!("bad high-water mark {text:?}"))?;
-                    Some(Versioned { value, revision })
+                    Some(Versioned {
+                        value,
+                        revision,
+                        created,
+                    })
                 } else {
                     None
                 };
@@ -96,8 +117,14 @@ impl CatalogState {
                 let name_key = EntityName::parse("name", name).map_err(|e| e.to_string())?;
                 if put {
                     let value = decode_backend(name, &kv.value)?;
-                    self.backends
-                        .insert(name_key, Versioned { value, revision });
+                    self.backends.insert(
+                        name_key,
+                        Versioned {
+                            value,
+                            revision,
+                            created,
+                        },
+                    );
                 } else {
                     self.backends.remove(&name_key);
                 }
@@ -105,8 +132,14 @@ impl CatalogState {
                 let name_key = EntityName::parse("name", name).map_err(|e| e.to_string())?;
                 if put {
                     let value = decode_frontend(name, &kv.value)?;
-                    self.frontends
-                        .insert(name_key, Versioned { value, revision });
+                    self.frontends.insert(
+                        name_key,
+                        Versioned {
+                            value,
+                            revision,
+                            created,
+                        },
+                    );
                 } else {
                     self.frontends.remove(&name_key);
                 }

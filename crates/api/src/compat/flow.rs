@@ -1,0 +1,733 @@
+//! flowcommerce/registry's API on berth's catalog: `/applications` (ports from berth's
+//! allocator, which reproduces flow's numbers), `/services` (berth's kinds), their journals
+//! (`/versions`) and the YAML listing. Bodies are JSON as legacy, or form-encoded as the README
+//! shows. Errors are flow's 422 `generic_error` with its messages. Deviations are listed in
+//! `docs/compat/flow.md`.
+
+use super::{Fields, read_fields};
+use crate::extract::{ApiPath, Params};
+use crate::format::rfc3339;
+use crate::{ApiState, Routes, Surface};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use berth_domain::ValidationErrors;
+use berth_domain::catalog::{
+    AppId, Application, ApplicationDraft, CatalogError, Kind, KindName, PortChoice,
+    validate_dependency_list,
+};
+use berth_registry::RegistryError;
+use berth_registry::catalog::{AppQuery, AppSort, DependencyChange, HistoryEntry, StoredKind};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+pub(crate) fn routes(routes: Routes) -> Routes {
+    use Surface::Flow;
+    routes
+        .add(Flow, Method::GET, "/applications", list_applications)
+        .add(Flow, Method::POST, "/applications", create_application)
+        .add(
+            Flow,
+            Method::GET,
+            "/applications/versions",
+            application_versions,
+        )
+        .add(Flow, Method::GET, "/applications/yaml", applications_yaml)
+        .add(Flow, Method::GET, "/applications/{id}", get_application)
+        .add(Flow, Method::PUT, "/applications/{id}", put_application)
+        .add(
+            Flow,
+            Method::DELETE,
+            "/applications/{id}",
+            delete_application,
+        )
+        .add(
+            Flow,
+            Method::PUT,
+            "/applications/{id}/dependencies/{dependency}",
+            put_dependency,
+        )
+        .add(
+            Flow,
+            Method::DELETE,
+            "/applications/{id}/dependencies/{dependency}",
+            delete_dependency,
+        )
+        .add(Flow, Method::GET, "/services", list_services)
+        .add(Flow, Method::POST, "/services", create_service)
+        .add(Flow, Method::GET, "/services/versions", service_versions)
+        .add(Flow, Method::GET, "/services/{id}", get_service)
+        .add(Flow, Method::PUT, "/services/{id}", put_service)
+        .add(Flow, Method::DELETE, "/services/{id}", delete_service)
+        .add(Flow, Method::GET, "/_internal_/startup", kube_health)
+        .add(Flow, Method::GET, "/_internal_/live", kube_health)
+        .add(Flow, Method::GET, "/_internal_/ready", kube_health)
+}
+
+/// flow's answers: 422 `generic_error` with messages, an empty 404, or (ours) a 503.
+enum FlowError {
+    Messages(Vec<String>),
+    NotFound,
+    TooLarge(String),
+    Unavailable(String),
+}
+
+impl FlowError {
+    fn message(text: impl Into<String>) -> Self {
+        FlowError::Messages(vec![text.into()])
+    }
+
+    /// A body berth could not read: too large keeps its 413, anything else is a 422.
+    fn unreadable(error: crate::error::ApiError) -> Self {
+        if error.status == StatusCode::PAYLOAD_TOO_LARGE {
+            FlowError::TooLarge(error.message)
+        } else {
+            FlowError::message(error.message)
+        }
+    }
+}
+
+impl IntoResponse for FlowError {
+    fn into_response(self) -> Response {
+        match self {
+            FlowError::Messages(messages) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                axum::Json(json!({"code": "generic_error", "messages": messages})),
+            )
+                .into_response(),
+            FlowError::NotFound => StatusCode::NOT_FOUND.into_response(),
+            FlowError::TooLarge(message) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                axum::Json(json!({"code": "generic_error", "messages": [message]})),
+            )
+                .into_response(),
+            FlowError::Unavailable(message) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"code": "generic_error", "messages": [message]})),
+            )
+                .into_response(),
+        }
+    }
+}
+
+fn messages(errors: &ValidationErrors) -> FlowError {
+    FlowError::Messages(
+        errors
+            .all()
+            .iter()
+            .map(|e| match (e.field.as_str(), e.message.as_str()) {
+                ("kind", "is required") => "Must specify service when creating application".into(),
+                _ => e.message.clone(),
+            })
+            .collect(),
+    )
+}
+
+/// A catalog rule's refusal, in flow's words. `adding` is the dependency being added, for the
+/// cycle message.
+fn catalog_message(error: CatalogError, app: Option<&AppId>, adding: Option<&AppId>) -> FlowError {
+    FlowError::message(match error {
+        CatalogError::AppExists(_) => "Application with this id already exists".to_string(),
+        CatalogError::KindNotFound(_) => "Service not found".into(),
+        CatalogError::KindExists(_) => "Service with this id already exists".into(),
+        CatalogError::KindInUse { .. } => "1 or more applications is using this service".into(),
+        CatalogError::DependencyMissing(dependency) => {
+            format!("Dependency[{dependency}] references a non existing application")
+        }
+        CatalogError::PortTaken { port, owner } => {
+            format!("External port {port} is already assigned to the application {owner}")
+        }
+        CatalogError::Cycle(path) => {
+            let from = app
+                .or(path.first())
+                .map(AppId::to_string)
+                .unwrap_or_default();
+            let on = adding
+                .or(path.get(1))
+                .map(AppId::to_string)
+                .unwrap_or_default();
+            format!("Application[{from}] Cannot declare a circular dependency on[{on}]")
+        }
+        CatalogError::HasDependents { app, dependents } => format!(
+            "Application[{app}] cannot be deleted: it is a dependency of[{}]",
+            dependents
+                .iter()
+                .map(AppId::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => other.to_string(),
+    })
+}
+
+fn registry_error(error: RegistryError) -> FlowError {
+    match error {
+        RegistryError::Invalid(errors) => messages(&errors),
+        RegistryError::Catalog(CatalogError::AppNotFound(_)) | RegistryError::NotFound(_) => {
+            FlowError::NotFound
+        }
+        RegistryError::Catalog(error) => catalog_message(error, None, None),
+        RegistryError::Conflict { message, .. } => FlowError::message(message),
+        other => FlowError::Unavailable(other.to_string()),
+    }
+}
+
+impl From<RegistryError> for FlowError {
+    fn from(error: RegistryError) -> Self {
+        registry_error(error)
+    }
+}
+
+type FlowResult<T> = Result<T, FlowError>;
+
+#[derive(Serialize)]
+struct ServiceRef<'a> {
+    id: &'a str,
+}
+
+#[derive(Serialize)]
+struct PortDto<'a> {
+    service: ServiceRef<'a>,
+    external: u16,
+    internal: u16,
+}
+
+#[derive(Serialize)]
+struct ApplicationDto<'a> {
+    id: &'a str,
+    ports: Vec<PortDto<'a>>,
+    dependencies: Vec<&'a str>,
+}
+
+fn application(app: &Application) -> ApplicationDto<'_> {
+    ApplicationDto {
+        id: app.id.as_str(),
+        ports: app
+            .ports
+            .iter()
+            .map(|p| PortDto {
+                service: ServiceRef {
+                    id: p.kind.as_str(),
+                },
+                external: p.external,
+                internal: p.internal,
+            })
+            .collect(),
+        dependencies: app.dependencies.iter().map(AppId::as_str).collect(),
+    }
+}
+
+fn service(kind: &Kind) -> Value {
+    json!({"id": kind.name.as_str(), "default_port": kind.default_port})
+}
+
+fn ok<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+fn paging(params: &Params) -> FlowResult<(usize, usize)> {
+    let number = |name: &str, default: usize| -> FlowResult<usize> {
+        match params.one(name) {
+            None => Ok(default),
+            Some(text) => text.parse().map_err(|_| {
+                FlowError::message(format!("Invalid {name}[{text}]: must be a number"))
+            }),
+        }
+    };
+    Ok((number("limit", 25)?, number("offset", 0)?))
+}
+
+/// `GET /applications`: `id`, `port`, `service` (repeatable), `prefix`, `q`, `limit` (25),
+/// `offset`, `sort` (`-created_at`).
+async fn list_applications(State(state): State<ApiState>, params: Params) -> FlowResult<Response> {
+    let sort = match params.one("sort").unwrap_or("-created_at") {
+        "created_at" => AppSort::Created,
+        "-created_at" => AppSort::CreatedDescending,
+        "port" => AppSort::Port,
+        "-port" => AppSort::PortDescending,
+        other => {
+            return Err(FlowError::message(format!(
+                "Invalid sort[{other}]. Valid values are: created_at, -created_at, port, -port"
+            )));
+        }
+    };
+    let (limit, offset) = paging(&params)?;
+    // A value that cannot name anything (a bad id, a negative port) matches nothing.
+    let ids = params.all("id");
+    let ports = params.all("port");
+    let services = params.all("service");
+    let query = AppQuery {
+        ids: ids
+            .iter()
+            .filter_map(|i| AppId::parse("id", i).ok())
+            .collect(),
+        ports: ports.iter().filter_map(|p| p.parse().ok()).collect(),
+        kinds: services
+            .iter()
+            .filter_map(|s| KindName::parse("service", s).ok())
+            .collect(),
+        prefix: params.one("prefix").map(String::from),
+        q: params.one("q").map(String::from),
+        sort,
+        offset,
+        limit: Some(limit),
+    };
+    let matches_nothing = (!ids.is_empty() && query.ids.is_empty())
+        || (!ports.is_empty() && query.ports.is_empty())
+        || (!services.is_empty() && query.kinds.is_empty());
+    let apps = if matches_nothing {
+        Vec::new()
+    } else {
+        state.registry.apps(&query).await?
+    };
+    Ok(ok(
+        StatusCode::OK,
+        &apps.iter().map(application).collect::<Vec<_>>(),
+    ))
+}
+
+fn port_field(fields: &Fields, name: &str) -> FlowResult<Option<i64>> {
+    match fields.text(name) {
+        None => Ok(None),
+        Some(text) => text
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| FlowError::message(format!("{name} must be a number"))),
+    }
+}
+
+async fn create_application(
+    State(state): State<ApiState>,
+    request: Request,
+) -> FlowResult<Response> {
+    let fields = read_fields(request).await.map_err(FlowError::unreadable)?;
+    let new = ApplicationDraft {
+        id: fields.text("id"),
+        kind: fields.text("service"),
+        external: port_field(&fields, "external")?,
+        internal: port_field(&fields, "internal")?,
+        dependencies: fields.texts("dependency"),
+    }
+    .validate()
+    .map_err(|e| messages(&e))?;
+    let app = state.registry.create_app(new).await?;
+    Ok(ok(StatusCode::CREATED, &application(&app)))
+}
+
+async fn get_application(
+    State(state): State<ApiState>,
+    ApiPath(id): ApiPath<String>,
+) -> FlowResult<Response> {
+    let Ok(id) = AppId::parse("id", &id) else {
+        return Err(FlowError::NotFound);
+    };
+    let app = state.registry.app(&id).await?.ok_or(FlowError::NotFound)?;
+    Ok(ok(StatusCode::OK, &application(&app)))
+}
+
+/// `PUT /applications/{id}`: creates (201, `service` required) or updates (200): a port of a
+/// new service, and the whole dependency list when given, in one transaction.
+async fn put_application(
+    State(state): State<ApiState>,
+    ApiPath(id): ApiPath<String>,
+    request: Request,
+) -> FlowResult<Response> {
+    let fields = read_fields(request).await.map_err(FlowError::unreadable)?;
+    let choice = PortChoice::validate(
+        port_field(&fields, "external")?,
+        port_field(&fields, "internal")?,
+    )
+    .map_err(|e| messages(&e))?;
+    let service = fields.text("service");
+    let existing = match AppId::parse("id", &id) {
+        Ok(app) => state.registry.app(&app).await?,
+        Err(_) => None,
+    };
+    let Some(existing) = existing else {
+        let new = ApplicationDraft {
+            id: Some(id.clone()),
+            kind: Some(service.ok_or_else(|| {
+                FlowError::message("Must specify service when creating application")
+            })?),
+            external: choice.external.map(i64::from),
+            internal: choice.internal.map(i64::from),
+            dependencies: fields.texts("dependency"),
+        }
+        .validate()
+        .map_err(|e| messages(&e))?;
+        let app = state.registry.create_app(new).await?;
+        return Ok(ok(StatusCode::CREATED, &application(&app)));
+    };
+    let add_kind = match service {
+        Some(name) => Some((
+            KindName::parse("service", &name)
+                .map_err(|_| FlowError::message("Service not found"))?,
+            choice,
+        )),
+        None => None,
+    };
+    let dependencies = if fields.contains("dependency") {
+        let list = validate_dependency_list(&existing.id, &fields.texts("dependency"))
+            .map_err(|e| messages(&e))?;
+        Some(DependencyChange::Replace(list))
+    } else {
+        None
+    };
+    let (app, _) = state
+        .registry
+        .update_app(&existing.id, add_kind, dependencies)
+        .await
+        .map_err(|error| match error {
+            RegistryError::Catalog(error @ CatalogError::Cycle(_)) => {
+                catalog_message(error, Some(&existing.id), None)
+            }
+            other => registry_error(other),
+        })?;
+    Ok(ok(StatusCode::OK, &application(&app)))
+}
+
+async fn delete_application(
+    State(state): State<ApiState>,
+    ApiPath(id): ApiPath<String>,
+) -> FlowResult<Response> {
+    let Ok(id) = AppId::parse("id", &id) else {
+        return Err(FlowError::NotFound);
+    };
+    state.registry.delete_app(&id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The app (404 when missing) and the dependency (422 in flow's words when missing).
+async fn app_and_dependency(
+    state: &ApiState,
+    id: &str,
+    dependency: &str,
+) -> FlowResult<(AppId, AppId)> {
+    let Ok(id) = AppId::parse("id", id) else {
+        return Err(FlowError::NotFound);
+    };
+    if state.registry.app(&id).await?.is_none() {
+        return Err(FlowError::NotFound);
+    }
+    let missing = || FlowError::message(format!("Application named[{dependency}] not found"));
+    let dependency = AppId::parse("dependency", dependency).map_err(|_| missing())?;
+    if state.registry.app(&dependency).await?.is_none() {
+        return Err(missing());
+    }
+    Ok((id, dependency))
+}
+
+async fn put_dependency(
+    State(state): State<ApiState>,
+    ApiPath((id, dependency)): ApiPath<(String, String)>,
+) -> FlowResult<Response> {
+    let (id, dependency) = app_and_dependency(&state, &id, &dependency).await?;
+    if id == dependency {
+        return Err(FlowError::message(format!(
+            "Cannot declare dependency[{id}] on self"
+        )));
+    }
+    let app = state
+        .registry
+        .add_dependency(&id, &dependency)
+        .await
+        .map_err(|error| match error {
+            RegistryError::Catalog(error @ CatalogError::Cycle(_)) => {
+                catalog_message(error, Some(&id), Some(&dependency))
+            }
+            RegistryError::Catalog(CatalogError::DependencyMissing(_)) => {
+                FlowError::message(format!("Application named[{dependency}] not found"))
+            }
+            other => registry_error(other),
+        })?;
+    Ok(ok(StatusCode::OK, &application(&app)))
+}
+
+async fn delete_dependency(
+    State(state): State<ApiState>,
+    ApiPath((id, dependency)): ApiPath<(String, String)>,
+) -> FlowResult<Response> {
+    let (id, dependency) = app_and_dependency(&state, &id, &dependency).await?;
+    let app = state.registry.remove_dependency(&id, &dependency).await?;
+    Ok(ok(StatusCode::OK, &application(&app)))
+}
+
+/// The journal listings' common query: `id` (entry ids), the records' ids, `limit`, `offset`,
+/// `sort` (`journal_timestamp` or `-journal_timestamp`).
+fn select_versions<T>(
+    params: &Params,
+    record_param: &str,
+    entries: Vec<HistoryEntry<T>>,
+    record_id: impl Fn(&T) -> &str,
+) -> FlowResult<Vec<HistoryEntry<T>>> {
+    let descending = match params.one("sort").unwrap_or("journal_timestamp") {
+        "journal_timestamp" => false,
+        "-journal_timestamp" => true,
+        other => {
+            return Err(FlowError::message(format!(
+                "Invalid sort[{other}]. Valid values are: journal_timestamp, -journal_timestamp"
+            )));
+        }
+    };
+    let (limit, offset) = paging(params)?;
+    let ids = params.all("id");
+    let records = params.all(record_param);
+    let mut selected: Vec<HistoryEntry<T>> = entries
+        .into_iter()
+        .filter(|e| ids.is_empty() || ids.contains(&e.revision.0.to_string()))
+        .filter(|e| records.is_empty() || records.iter().any(|r| r == record_id(&e.record)))
+        .collect();
+    if descending {
+        selected.reverse();
+    }
+    Ok(selected.into_iter().skip(offset).take(limit).collect())
+}
+
+async fn application_versions(
+    State(state): State<ApiState>,
+    params: Params,
+) -> FlowResult<Response> {
+    let entries = state.registry.all_app_history().await?;
+    let selected = select_versions(&params, "application", entries, |app| app.id.as_str())?;
+    let body: Vec<Value> = selected
+        .iter()
+        .map(|entry| {
+            json!({
+                "id": entry.revision.0.to_string(),
+                "timestamp": rfc3339(entry.timestamp),
+                "type": entry.change.as_str(),
+                "application": application(&entry.record),
+            })
+        })
+        .collect();
+    Ok(ok(StatusCode::OK, &body))
+}
+
+async fn service_versions(State(state): State<ApiState>, params: Params) -> FlowResult<Response> {
+    let entries = state.registry.all_kind_history().await?;
+    let selected = select_versions(&params, "service", entries, |kind: &StoredKind| {
+        kind.kind.name.as_str()
+    })?;
+    let body: Vec<Value> = selected
+        .iter()
+        .map(|entry| {
+            json!({
+                "id": entry.revision.0.to_string(),
+                "timestamp": rfc3339(entry.timestamp),
+                "type": entry.change.as_str(),
+                "service": service(&entry.record.kind),
+            })
+        })
+        .collect();
+    Ok(ok(StatusCode::OK, &body))
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Healthcheck<'a> {
+    Http {
+        host: &'a str,
+        port: u16,
+    },
+    Postgresql {
+        dbname: &'a str,
+        host: &'a str,
+        port: u16,
+        user: &'a str,
+    },
+}
+
+#[derive(Serialize)]
+struct YamlPort<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    healthcheck: Option<Healthcheck<'a>>,
+    external: u16,
+    internal: u16,
+}
+
+#[derive(Serialize)]
+struct YamlApplication<'a> {
+    id: &'a str,
+    ports: Vec<YamlPort<'a>>,
+    dependencies: Vec<&'a str>,
+}
+
+/// `GET /applications/yaml`: every application as YAML, with flow's health checks for the
+/// services it knew (a port of any other service has none).
+async fn applications_yaml(State(state): State<ApiState>) -> FlowResult<Response> {
+    let apps = state.registry.apps(&AppQuery::default()).await?;
+    let listing: Vec<YamlApplication<'_>> = apps
+        .iter()
+        .map(|app| YamlApplication {
+            id: app.id.as_str(),
+            ports: app
+                .ports
+                .iter()
+                .map(|port| YamlPort {
+                    healthcheck: match port.kind.as_str() {
+                        "play" | "nodejs" => Some(Healthcheck::Http {
+                            host: "ws",
+                            port: port.external,
+                        }),
+                        "postgresql" => Some(Healthcheck::Postgresql {
+                            dbname: app.id.as_str(),
+                            host: "ws",
+                            port: port.external,
+                            user: "api",
+                        }),
+                        _ => None,
+                    },
+                    external: port.external,
+                    internal: port.internal,
+                })
+                .collect(),
+            dependencies: app.dependencies.iter().map(AppId::as_str).collect(),
+        })
+        .collect();
+    let text =
+        serde_norway::to_string(&listing).map_err(|e| FlowError::Unavailable(e.to_string()))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/yaml; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// `GET /services`: `id` (repeatable), `limit` (25), `offset`, `sort` (`-created_at`).
+async fn list_services(State(state): State<ApiState>, params: Params) -> FlowResult<Response> {
+    let (limit, offset) = paging(&params)?;
+    let mut kinds = state.registry.kinds().await?;
+    match params.one("sort").unwrap_or("-created_at") {
+        "created_at" => kinds.sort_by_key(|k| (k.created_at, k.kind.name.clone())),
+        "-created_at" => {
+            kinds.sort_by_key(|k| std::cmp::Reverse((k.created_at, k.kind.name.clone())))
+        }
+        "id" => kinds.sort_by(|a, b| a.kind.name.cmp(&b.kind.name)),
+        "-id" => kinds.sort_by(|a, b| b.kind.name.cmp(&a.kind.name)),
+        other => {
+            return Err(FlowError::message(format!(
+                "Invalid sort[{other}]. Valid values are: created_at, -created_at, id, -id"
+            )));
+        }
+    }
+    let ids = params.all("id");
+    let body: Vec<Value> = kinds
+        .iter()
+        .filter(|k| ids.is_empty() || ids.iter().any(|id| id == k.kind.name.as_str()))
+        .skip(offset)
+        .take(limit)
+        .map(|k| service(&k.kind))
+        .collect();
+    Ok(ok(StatusCode::OK, &body))
+}
+
+/// flow's service rules on top of berth's kind rules: a default port above 1024.
+fn service_kind(
+    name: &str,
+    default_port: Option<String>,
+    existing_offset: Option<u8>,
+) -> FlowResult<Kind> {
+    let mut problems: Vec<String> = Vec::new();
+    let name = match KindName::parse("id", name) {
+        Ok(name) => Some(name),
+        Err(error) => {
+            problems.push(error.message);
+            None
+        }
+    };
+    let port = match default_port.as_deref().map(str::parse::<i64>) {
+        Some(Ok(port)) if port > 1024 && port <= 65535 => Some(port as u16),
+        Some(Ok(port)) if port > 65535 => {
+            problems.push("Default port must be <= 65535".into());
+            None
+        }
+        _ => {
+            problems.push("Default port must be > 1024".into());
+            None
+        }
+    };
+    match (name, port) {
+        (Some(name), Some(default_port)) if problems.is_empty() => Ok(Kind {
+            name,
+            default_port,
+            offset: existing_offset,
+        }),
+        _ => Err(FlowError::Messages(problems)),
+    }
+}
+
+async fn create_service(State(state): State<ApiState>, request: Request) -> FlowResult<Response> {
+    let fields = read_fields(request).await.map_err(FlowError::unreadable)?;
+    let id = fields.text("id").unwrap_or_default();
+    if let Ok(name) = KindName::parse("id", &id)
+        && state.registry.kind(&name).await?.is_some()
+    {
+        return Err(FlowError::message("Service with this id already exists"));
+    }
+    let kind = service_kind(&id, fields.text("default_port"), None)?;
+    let created = state.registry.create_kind(kind).await?;
+    Ok(ok(StatusCode::CREATED, &service(&created.kind)))
+}
+
+async fn get_service(
+    State(state): State<ApiState>,
+    ApiPath(id): ApiPath<String>,
+) -> FlowResult<Response> {
+    let Ok(name) = KindName::parse("id", &id) else {
+        return Err(FlowError::NotFound);
+    };
+    let kind = state
+        .registry
+        .kind(&name)
+        .await?
+        .ok_or(FlowError::NotFound)?;
+    Ok(ok(StatusCode::OK, &service(&kind.kind)))
+}
+
+/// `PUT /services/{id}`: creates (201) or updates (200) the default port; a service's slot in
+/// the port block stays as it was.
+async fn put_service(
+    State(state): State<ApiState>,
+    ApiPath(id): ApiPath<String>,
+    request: Request,
+) -> FlowResult<Response> {
+    let fields = read_fields(request).await.map_err(FlowError::unreadable)?;
+    let existing = match KindName::parse("id", &id) {
+        Ok(name) => state.registry.kind(&name).await?,
+        Err(_) => None,
+    };
+    let kind = service_kind(
+        &id,
+        fields.text("default_port"),
+        existing.and_then(|k| k.kind.offset),
+    )?;
+    let (stored, created) = state.registry.upsert_kind(kind).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(ok(status, &service(&stored.kind)))
+}
+
+async fn delete_service(
+    State(state): State<ApiState>,
+    ApiPath(id): ApiPath<String>,
+) -> FlowResult<Response> {
+    let Ok(name) = KindName::parse("id", &id) else {
+        return Err(FlowError::NotFound);
+    };
+    match state.registry.delete_kind(&name).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Err(RegistryError::Catalog(CatalogError::KindNotFound(_))) => Err(FlowError::NotFound),
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn kube_health() -> Response {
+    axum::Json(json!({"status": "healthy"})).into_response()
+}
