@@ -1,6 +1,7 @@
 //! `berth-bench`: berth's benchmarks. Each prints its figures next to the targets the issues
 //! set; none of them is a test (timing is measured, never asserted).
 
+mod agent;
 mod catalog;
 mod http;
 mod report;
@@ -30,6 +31,12 @@ enum Command {
         #[arg(long, default_value = "target/release/berth")]
         berth: PathBuf,
     },
+    /// The Docker agent with the real engine: start → queryable, stop → offline (100 containers)
+    Agent {
+        /// The berth binary to run (build it with `cargo build --release`)
+        #[arg(long, default_value = "target/release/berth")]
+        berth: PathBuf,
+    },
     /// The HTTP API with wrk, memory per instance, offline-event lateness
     Http {
         /// The berth binary to run (build it with `cargo build --release`)
@@ -47,5 +54,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Store { seconds } => store::run(seconds).await,
         Command::Http { berth, seconds } => http::run(&berth, seconds).await,
         Command::Catalog { berth } => catalog::run(&berth).await,
+        Command::Agent { berth } => agent::run(&berth).await,
     }
 }

@@ -1,6 +1,8 @@
-//! The `berth` binary: `berth serve` runs the registry; the other commands are its client.
+//! The `berth` binary: `berth serve` runs the registry, `berth agent` the Docker registrar;
+//! the other commands are the registry's client.
 //! Thin wiring only: everything real lives in the crates under `crates/`.
 
+mod agent;
 mod catalog_cli;
 mod cli;
 mod config;
@@ -35,6 +37,20 @@ struct Cli {
 enum Command {
     /// Run the berth server
     Serve(config::ServeArgs),
+    /// Run the Docker registrar: register every published container port
+    ///
+    /// Registers every published port of the containers the Docker engine runs, and removes
+    /// them when the containers stop. Follows the engine's event stream and resyncs in full on
+    /// an interval (both ways: registers what runs and is missing, removes what this host
+    /// registered and no longer runs). Records of other hosts are never touched.
+    ///
+    /// Naming, per port: SERVICE_<port>_NAME, SERVICE_NAME, NAME or APP (environment or
+    /// label), else the image's base name; `-<port>` is added when the container has several
+    /// ports and the name is not port-specific. Tags: SERVICE_<port>_TAGS, SERVICE_TAGS or TAGS
+    /// (comma separated), plus ENVIRONMENT. Metadata: SERVICE_<port>_<KEY> and SERVICE_<KEY>.
+    /// SERVICE_IGNORE skips a container, SERVICE_<port>_IGNORE a port. Containers with a
+    /// HEALTHCHECK are registered only while healthy. Version: the image's tag.
+    Agent(agent::AgentArgs),
     /// Register an instance of a service (with --heartbeat, keep it alive until Ctrl-C)
     Register {
         #[command(flatten)]
@@ -137,30 +153,36 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve(args) => {
-            let config = match args.resolve() {
-                Ok(config) => config,
-                Err(error) => {
-                    eprintln!("berth: configuration error: {error:#}");
-                    return ExitCode::from(2);
-                }
-            };
-            if let Err(error) = logging::init(config.log_format, &config.log_level) {
-                eprintln!("berth: configuration error: {error:#}");
-                return ExitCode::from(2);
+        Command::Serve(args) => match args.resolve() {
+            Ok(config) => {
+                let (log_format, log_level) = (config.log_format, config.log_level.clone());
+                run_daemon(
+                    &runtime,
+                    log_format,
+                    &log_level,
+                    serve::run(config),
+                    "berth",
+                )
             }
-            match runtime.block_on(serve::run(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    tracing::error!(error = %format!("{error:#}"), "berth could not run");
-                    ExitCode::FAILURE
-                }
+            Err(error) => configuration_error(&error),
+        },
+        Command::Agent(args) => match agent::validate(&args) {
+            Ok(()) => {
+                let (log_format, log_level) = (args.log_format, args.log_level.clone());
+                run_daemon(
+                    &runtime,
+                    log_format,
+                    &log_level,
+                    agent::run(args),
+                    "the agent",
+                )
             }
-        }
+            Err(error) => configuration_error(&error),
+        },
         command => {
             let result = runtime.block_on(async move {
                 match command {
-                    Command::Serve(_) => unreachable!("handled above"),
+                    Command::Serve(_) | Command::Agent(_) => unreachable!("handled above"),
                     Command::Register { client, args } => cli::register(&client, args).await,
                     Command::Deregister { client, args } => cli::deregister(&client, args).await,
                     Command::Services { client } => cli::services(&client).await,
@@ -193,6 +215,33 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// A settings error: one line on stderr (logging is not set up yet), exit 2.
+fn configuration_error(error: &anyhow::Error) -> ExitCode {
+    eprintln!("berth: configuration error: {error:#}");
+    ExitCode::from(2)
+}
+
+/// Runs a long-lived command (`serve`, `agent`) with its logging: a bad log setting exits 2,
+/// a failure while running is one error log line and exit 1.
+fn run_daemon(
+    runtime: &tokio::runtime::Runtime,
+    log_format: config::LogFormat,
+    log_level: &str,
+    run: impl std::future::Future<Output = anyhow::Result<()>>,
+    who: &str,
+) -> ExitCode {
+    if let Err(error) = logging::init(log_format, log_level) {
+        return configuration_error(&error);
+    }
+    match runtime.block_on(run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "{who} could not run");
+            ExitCode::FAILURE
         }
     }
 }

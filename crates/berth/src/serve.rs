@@ -17,7 +17,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Installs the Prometheus recorder (histograms with explicit buckets) and returns what renders
 /// `/metrics`.
-fn install_metrics() -> anyhow::Result<MetricsRenderer> {
+pub(crate) fn install_metrics() -> anyhow::Result<MetricsRenderer> {
     let latency = [
         0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     ];
@@ -45,7 +45,7 @@ fn install_metrics() -> anyhow::Result<MetricsRenderer> {
 }
 
 /// Cancels `shutdown` on the first SIGTERM or SIGINT; a second one ends the process at once.
-fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
+pub(crate) fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;

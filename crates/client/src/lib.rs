@@ -108,6 +108,13 @@ pub struct InstanceList {
     pub instances: Vec<Instance>,
 }
 
+/// Instances of any service, from `GET /v1/instances`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FoundInstances {
+    pub index: i64,
+    pub instances: Vec<Instance>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceSummary {
     pub name: String,
@@ -325,6 +332,16 @@ impl Client {
         // A blocking query may wait up to ten minutes.
         self.json(request.timeout(Duration::from_secs(11 * 60)))
             .await
+    }
+
+    /// Instances of every service matching `query` (`service`, `repo`, `address`, `meta`).
+    pub async fn find_instances(&self, query: &[(&str, String)]) -> Result<FoundInstances> {
+        self.json(
+            self.http
+                .get(format!("{}/v1/instances", self.base))
+                .query(query),
+        )
+        .await
     }
 
     /// Follows `/v1/events` (of one service, from after a revision, or from now).

@@ -3,6 +3,8 @@
 //! cannot outlive the test that started them.
 #![allow(unsafe_code)] // one pre_exec hook, see `die_with_parent`
 
+pub mod docker;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -65,6 +67,22 @@ impl ChildGuard {
     pub fn signal(&self, signal: rustix::process::Signal) {
         if let Some(pid) = rustix::process::Pid::from_raw(self.pid()) {
             let _ = rustix::process::kill_process(pid, signal);
+        }
+    }
+
+    /// SIGTERM, then waits for the exit (at most `within`).
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        self.signal(rustix::process::Signal::TERM);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the process did not stop within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -190,6 +208,108 @@ fn health_ok(port: u16) -> bool {
     response.contains("\"health\":\"true\"")
 }
 
+/// The lines a process logged, shared with the thread that reads them.
+pub type Log = Arc<Mutex<Vec<String>>>;
+
+fn lines(log: &Log) -> Vec<String> {
+    log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Spawns `command[0] command[1..]` (without the caller's `BERTH_*` variables, plus `env`),
+/// keeps every line it writes to stderr, and waits until `ready` finds what it needs in one
+/// JSON log line. `Err` holds the log when the process exits or never gets there (30 s).
+fn spawn_logged(
+    command: &[String],
+    env: &[(&str, &str)],
+    ready: impl Fn(&serde_json::Value) -> Option<String> + Send + 'static,
+) -> Result<(ChildGuard, Log, String), Vec<String>> {
+    let mut spawn = Command::new(&command[0]);
+    spawn
+        .args(&command[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (name, _) in std::env::vars() {
+        if name.starts_with("BERTH_") || name == "RUST_LOG" {
+            spawn.env_remove(name);
+        }
+    }
+    spawn.envs(env.iter().copied());
+    let mut process = ChildGuard::spawn(&mut spawn).expect("spawn the process");
+    let stderr = process.child.stderr.take().expect("stderr");
+    let log: Log = Arc::new(Mutex::new(Vec::new()));
+    let (ready_sender, ready_receiver) = std::sync::mpsc::channel();
+    {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+                    && let Some(found) = ready(&event)
+                {
+                    let _ = ready_sender.send(found);
+                }
+                log.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(found) = ready_receiver.recv_timeout(Duration::from_millis(20)) {
+            return Ok((process, log, found));
+        }
+        if let Ok(Some(_)) = process.child.try_wait() {
+            std::thread::sleep(Duration::from_millis(50)); // let the reader drain
+            return Err(lines(&log));
+        }
+        if Instant::now() > deadline {
+            return Err(lines(&log));
+        }
+    }
+}
+
+/// A `berth agent` process (JSON logs kept for assertions), started once it logged
+/// `agent started`.
+pub struct BerthAgent {
+    process: ChildGuard,
+    binary: PathBuf,
+    args: Vec<String>,
+    log: Log,
+}
+
+impl BerthAgent {
+    /// Runs `binary agent --log-format=json args…`.
+    pub fn start(binary: &Path, args: &[String]) -> Result<BerthAgent, Vec<String>> {
+        let mut full = vec![binary.display().to_string()];
+        full.extend(["agent", "--log-format=json"].map(String::from));
+        full.extend_from_slice(args);
+        let (process, log, _) = spawn_logged(&full, &[], |event| {
+            (event["message"] == "agent started").then(String::new)
+        })?;
+        Ok(BerthAgent {
+            process,
+            binary: binary.to_path_buf(),
+            args: args.to_vec(),
+            log,
+        })
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        lines(&self.log)
+    }
+
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        self.process.terminate(within)
+    }
+
+    pub fn kill_hard(&mut self) {
+        self.process.kill_hard();
+    }
+
+    pub fn restart(&self) -> Result<BerthAgent, Vec<String>> {
+        BerthAgent::start(&self.binary, &self.args)
+    }
+}
+
 /// A `berth serve` process on a free loopback port. It logs JSON to stderr; the `listening`
 /// line gives the address it bound, and the whole log is kept for assertions.
 pub struct BerthServer {
@@ -200,11 +320,12 @@ pub struct BerthServer {
     prefix: Vec<String>,
     args: Vec<String>,
     env: Vec<(String, String)>,
-    log: Arc<Mutex<Vec<String>>>,
+    log: Log,
 }
 
 impl BerthServer {
-    /// Runs `prefix… binary serve --listen=127.0.0.1:0 --log-format=json args…` (`prefix` is
+    /// Runs `prefix… binary serve --log-format=json args…`, on `--listen=127.0.0.1:0` unless
+    /// `args` say where (`prefix` is
     /// e.g. `taskset -c 0`), with the caller's `BERTH_*` variables removed, and waits for the
     /// `listening` line. `Err` holds the log when berth exits or never gets there.
     pub fn start(
@@ -224,69 +345,33 @@ impl BerthServer {
     ) -> Result<BerthServer, Vec<String>> {
         let mut full = prefix.to_vec();
         full.push(binary.display().to_string());
-        full.extend(["serve", "--listen=127.0.0.1:0", "--log-format=json"].map(String::from));
+        full.extend(["serve", "--log-format=json"].map(String::from));
+        if !args.iter().any(|a| a.starts_with("--listen")) {
+            full.push("--listen=127.0.0.1:0".into());
+        }
         full.extend_from_slice(args);
-        let mut command = Command::new(&full[0]);
-        command
-            .args(&full[1..])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (name, _) in std::env::vars() {
-            if name.starts_with("BERTH_") || name == "RUST_LOG" {
-                command.env_remove(name);
-            }
-        }
-        command.envs(env.iter().copied());
-        let mut process = ChildGuard::spawn(&mut command).expect("spawn berth");
-        let stderr = process.child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (address_sender, address_receiver) = std::sync::mpsc::channel();
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
-                        && event["message"] == "listening"
-                        && let Some(address) = event["address"].as_str()
-                    {
-                        let _ = address_sender.send(address.to_string());
-                    }
-                    log.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-                }
-            });
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let log_now =
-            |log: &Arc<Mutex<Vec<String>>>| log.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        loop {
-            if let Ok(address) = address_receiver.recv_timeout(Duration::from_millis(20)) {
-                return Ok(BerthServer {
-                    process,
-                    base: format!("http://{address}"),
-                    address,
-                    binary: binary.to_path_buf(),
-                    prefix: prefix.to_vec(),
-                    args: args.to_vec(),
-                    env: env
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                    log,
-                });
-            }
-            if let Ok(Some(_)) = process.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(50)); // let the reader drain
-                return Err(log_now(&log));
-            }
-            if Instant::now() > deadline {
-                return Err(log_now(&log));
-            }
-        }
+        let (process, log, address) = spawn_logged(&full, env, |event| {
+            (event["message"] == "listening")
+                .then(|| event["address"].as_str().map(String::from))
+                .flatten()
+        })?;
+        Ok(BerthServer {
+            process,
+            base: format!("http://{address}"),
+            address,
+            binary: binary.to_path_buf(),
+            prefix: prefix.to_vec(),
+            args: args.to_vec(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            log,
+        })
     }
 
     pub fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        lines(&self.log)
     }
 
     pub fn pid(&self) -> i32 {
@@ -295,18 +380,7 @@ impl BerthServer {
 
     /// SIGTERM, then waits for the exit (at most `within`).
     pub fn terminate(&mut self, within: Duration) -> ExitStatus {
-        self.process.signal(rustix::process::Signal::TERM);
-        let deadline = Instant::now() + within;
-        loop {
-            if let Ok(Some(status)) = self.process.child.try_wait() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "berth did not stop within {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.process.terminate(within)
     }
 
     /// SIGKILL: no chance to flush anything.

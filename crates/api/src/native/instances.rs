@@ -395,7 +395,16 @@ pub async fn list_services(State(state): State<ApiState>, params: Params) -> Api
 }
 
 pub async fn find_instances(State(state): State<ApiState>, params: Params) -> ApiResult<Response> {
-    params.only(&["repo", "address", "service"])?;
+    params.only(&["repo", "address", "service", "meta"])?;
+    // `meta=key:value` (or `meta=key`: has the key), repeatable; all must match.
+    let meta: Vec<(String, Option<String>)> = params
+        .all("meta")
+        .iter()
+        .map(|text| match text.split_once(':') {
+            Some((key, value)) => (key.to_string(), Some(value.to_string())),
+            None => (text.to_string(), None),
+        })
+        .collect();
     let repo = params.one("repo").map(String::from);
     let address = match params.one("address") {
         Some(text) => {
@@ -412,6 +421,13 @@ pub async fn find_instances(State(state): State<ApiState>, params: Params) -> Ap
                 .is_none_or(|r| spec.repo.as_deref() == Some(r))
                 && address.as_ref().is_none_or(|a| &spec.address == a)
                 && service.as_ref().is_none_or(|s| &spec.service == s)
+                && meta
+                    .iter()
+                    .all(|(key, value)| match (spec.meta.get(key), value) {
+                        (Some(have), Some(want)) => have == want,
+                        (Some(_), None) => true,
+                        (None, _) => false,
+                    })
         })
         .await?;
     #[derive(Serialize)]

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Exactly one error line, and never a panic or a backtrace.
-fn assert_one_clear_error(stderr: &str, expected: &str) {
+pub fn assert_one_clear_error(stderr: &str, expected: &str) {
     assert!(!stderr.contains("panicked"), "a panic:\n{stderr}");
     assert!(
         !stderr.contains("stack backtrace"),

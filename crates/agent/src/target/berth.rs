@@ -1,0 +1,197 @@
+//! The berth target: records are instances registered through berth's native API, marked as
+//! this host's by their metadata. Several servers may be given; a call that cannot reach one
+//! goes to the next, and the one that answered is tried first next time.
+
+use super::{Owned, TargetError};
+use crate::container::{META_HOST, Record};
+use berth_client::{Client, ClientError, Instance, Registration};
+use futures::{StreamExt, stream};
+use serde_json::json;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Heartbeats in flight at once while renewing.
+const RENEW_CONCURRENCY: usize = 16;
+
+pub struct BerthTarget {
+    clients: Vec<Client>,
+    /// The server that answered last.
+    current: AtomicUsize,
+    host_id: String,
+}
+
+pub fn key_of(record: &Record) -> String {
+    format!("{}/{}", record.spec.service, record.spec.id)
+}
+
+fn fingerprint_of(
+    address: &str,
+    port: u16,
+    ttl_ms: u64,
+    version: Option<&str>,
+    tags: &[String],
+    meta: &std::collections::BTreeMap<String, String>,
+) -> String {
+    json!({"address": address, "port": port, "ttl_ms": ttl_ms, "version": version, "tags": tags, "meta": meta})
+        .to_string()
+}
+
+pub fn fingerprint(record: &Record) -> String {
+    let spec = &record.spec;
+    fingerprint_of(
+        &spec.address.to_string(),
+        spec.port,
+        spec.ttl.as_millis() as u64,
+        spec.version.as_deref(),
+        &spec.tags,
+        &spec.meta,
+    )
+}
+
+fn instance_fingerprint(instance: &Instance) -> String {
+    fingerprint_of(
+        &instance.address,
+        instance.port,
+        instance.ttl_ms,
+        instance.version.as_deref(),
+        &instance.tags,
+        &instance.meta,
+    )
+}
+
+fn registration(record: &Record) -> Registration {
+    let spec = &record.spec;
+    Registration {
+        id: Some(spec.id.to_string()),
+        address: spec.address.to_string(),
+        port: spec.port,
+        ttl_ms: Some(spec.ttl.as_millis() as u64),
+        version: spec.version.as_deref().map(String::from),
+        tags: spec.tags.clone(),
+        meta: spec.meta.clone(),
+        ..Registration::default()
+    }
+}
+
+fn split_key(key: &str) -> (&str, &str) {
+    key.split_once('/').unwrap_or((key, ""))
+}
+
+impl BerthTarget {
+    /// `bases` are `http://host:port` URLs.
+    pub fn new(bases: &[String], host_id: &str) -> Result<BerthTarget, TargetError> {
+        let clients = bases
+            .iter()
+            .map(|base| Client::new(base.clone()).map_err(|e| TargetError::Refused(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(BerthTarget {
+            clients,
+            current: AtomicUsize::new(0),
+            host_id: host_id.to_string(),
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        self.clients
+            .iter()
+            .map(Client::base)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Runs `call` on the server that answered last, then on the others while they cannot be
+    /// reached. An answer (even an error) ends the search.
+    async fn call<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last_error = None;
+        for offset in 0..self.clients.len() {
+            let index = (start + offset) % self.clients.len();
+            match call(self.clients[index].clone()).await {
+                Err(error @ ClientError::Transport { .. }) => last_error = Some(error),
+                answer => {
+                    if offset > 0 {
+                        tracing::info!(server = self.clients[index].base(), "failed over");
+                    }
+                    self.current.store(index, Ordering::Relaxed);
+                    return answer;
+                }
+            }
+        }
+        Err(last_error.expect("at least one server"))
+    }
+
+    pub async fn owned(&self) -> Result<Owned, TargetError> {
+        let query = [("meta", format!("{META_HOST}:{}", self.host_id))];
+        let found = self
+            .call(|client| {
+                let query = query.clone();
+                async move { client.find_instances(&query).await }
+            })
+            .await
+            .map_err(target_error)?;
+        Ok(found
+            .instances
+            .iter()
+            .filter(|i| i.meta.get(META_HOST) == Some(&self.host_id))
+            .map(|i| (format!("{}/{}", i.service, i.id), instance_fingerprint(i)))
+            .collect())
+    }
+
+    pub async fn put(&self, record: &Record) -> Result<(), TargetError> {
+        let registration = registration(record);
+        let service = record.spec.service.as_str();
+        self.call(|client| {
+            let registration = registration.clone();
+            async move { client.register(service, &registration).await }
+        })
+        .await
+        .map(|_| ())
+        .map_err(target_error)
+    }
+
+    pub async fn remove(&self, key: &str) -> Result<(), TargetError> {
+        let (service, id) = split_key(key);
+        match self
+            .call(|client| async move { client.deregister(service, id).await })
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(error) if error.status() == Some(404) => Ok(()),
+            Err(error) => Err(target_error(error)),
+        }
+    }
+
+    pub async fn renew(&self, records: &[(&String, &Record)]) -> Result<Vec<String>, TargetError> {
+        let answers: Vec<(String, Result<(), ClientError>)> = stream::iter(records)
+            .map(|(key, record)| async move {
+                let service = record.spec.service.as_str();
+                let id = record.spec.id.as_str();
+                let answer = self
+                    .call(|client| async move { client.heartbeat(service, id).await.map(|_| ()) })
+                    .await;
+                (key.to_string(), answer)
+            })
+            .buffer_unordered(RENEW_CONCURRENCY)
+            .collect()
+            .await;
+        let mut lost = Vec::new();
+        for (key, answer) in answers {
+            match answer {
+                Ok(()) => {}
+                Err(error) if error.status() == Some(404) => lost.push(key),
+                Err(error) => return Err(target_error(error)),
+            }
+        }
+        Ok(lost)
+    }
+}
+
+fn target_error(error: ClientError) -> TargetError {
+    match &error {
+        ClientError::Api { status, .. } if *status < 500 => TargetError::Refused(error.to_string()),
+        _ => TargetError::Unreachable(error.to_string()),
+    }
+}
