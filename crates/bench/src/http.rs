@@ -354,7 +354,7 @@ async fn expiry(berth: &Path) -> anyhow::Result<()> {
     figure("etcd: p50", millis(percentile(&mut samples, 50.0)), None);
     let p99 = percentile(&mut samples, 99.0);
     figure(
-        "etcd: p99 (etcd checks expiry every 500 ms)",
+        "etcd: p99",
         millis(p99),
         at_most(p99, Duration::from_millis(250)),
     );
@@ -368,6 +368,14 @@ pub async fn run(berth: &Path, seconds: u64) -> anyhow::Result<()> {
             "{} does not exist: build it first with `cargo build --release`",
             berth.display()
         );
+    }
+    // taskset runs wrk, and would only say it failed to execute it.
+    if std::process::Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        bail!("wrk is not installed: run ./scripts/install-bench-deps");
     }
     throughput(berth, seconds).await?;
     memory(berth).await?;

@@ -1,6 +1,9 @@
 //! The etcd v3 backend: the same contract on an etcd cluster, so several berth nodes can share
 //! one store with no master among them. Keepalives of every lease share one gRPC stream, and
-//! watches that lose their connection resume from the next revision by themselves.
+//! watches that lose their connection resume from the next revision by themselves. Leases
+//! this node renewed end at their deadline (`deadlines.rs`), not up to 500 ms later.
+
+mod deadlines;
 
 use crate::{
     Compare, CompareOp, CompareTarget, Event, EventKind, KeyRange, KeyValue, LeaseGrant, LeaseId,
@@ -8,6 +11,7 @@ use crate::{
     StoreStatus, Txn, TxnOp, TxnResponse, WatchBatch, WatchStream,
 };
 use bytes::Bytes;
+use deadlines::Deadlines;
 use etcd_client as etcd;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -25,6 +29,7 @@ pub struct EtcdStore {
     client: Arc<etcd::Client>,
     endpoints: Arc<Vec<String>>,
     keepalive: Arc<KeepaliveMux>,
+    deadlines: Arc<Deadlines>,
 }
 
 impl EtcdStore {
@@ -52,11 +57,13 @@ impl EtcdStore {
             client: Arc::new(client),
             endpoints: Arc::new(endpoints.to_vec()),
             keepalive: Arc::new(KeepaliveMux::default()),
+            deadlines: Arc::default(),
         };
         store
             .status()
             .await
             .map_err(|e| unreachable(e.to_string()))?;
+        deadlines::spawn_reaper(Arc::downgrade(&store.deadlines), store.client.clone());
         Ok(store)
     }
 
@@ -64,9 +71,10 @@ impl EtcdStore {
         &self.endpoints
     }
 
-    /// Stops the shared keepalive stream.
+    /// Stops the shared keepalive stream and the deadline checks.
     pub fn close(&self) {
         self.keepalive.close();
+        self.deadlines.close();
     }
 }
 
@@ -284,21 +292,32 @@ impl Store for EtcdStore {
         if !response.error().is_empty() {
             return Err(StoreError::Storage(format!("etcd: {}", response.error())));
         }
-        Ok(LeaseGrant {
+        let grant = LeaseGrant {
             id: LeaseId(response.id()),
             ttl: Duration::from_secs(response.ttl().max(0) as u64),
-        })
+        };
+        self.deadlines
+            .renewed(grant.id, grant.ttl, std::time::Instant::now());
+        Ok(grant)
     }
 
     async fn lease_keepalive(&self, id: LeaseId) -> Result<Duration> {
-        self.keepalive.keepalive(&self.client, id).await
+        let result = self.keepalive.keepalive(&self.client, id).await;
+        match &result {
+            Ok(ttl) => self.deadlines.renewed(id, *ttl, std::time::Instant::now()),
+            Err(StoreError::LeaseNotFound(_)) => self.deadlines.forget(id),
+            Err(_) => {}
+        }
+        result
     }
 
     async fn lease_revoke(&self, id: LeaseId) -> Result<()> {
         let mut lease = self.client.lease_client();
-        call(lease.revoke(id.0))
-            .await
-            .map_err(|e| with_lease(e, id))?;
+        let result = call(lease.revoke(id.0)).await;
+        if !matches!(result, Err(StoreError::Unavailable(_))) {
+            self.deadlines.forget(id);
+        }
+        result.map_err(|e| with_lease(e, id))?;
         Ok(())
     }
 
