@@ -116,6 +116,11 @@ impl From<RegistryError> for ApiError {
                 "payload_too_large",
                 format!("the record of {size} bytes exceeds the store's limit of {limit} bytes"),
             ),
+            RegistryError::Store(StoreError::TooManyOperations { limit, .. }) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the change needs more than the store's {limit} operations at once"),
+            ),
             RegistryError::Store(error) => {
                 tracing::error!(%error, "store failure while serving a request");
                 ApiError::new(

@@ -12,6 +12,9 @@ use std::time::Duration;
 
 /// The largest request body the API reads.
 pub const BODY_LIMIT: usize = 1024 * 1024;
+/// The largest catalog import: an export of tens of thousands of applications must go back in
+/// as it came out.
+pub const IMPORT_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
 /// How much of an oversized body is read and thrown away before the 413 goes out, so the
 /// client, still sending, reads the answer instead of a reset connection (nginx's "lingering
@@ -21,6 +24,11 @@ const DRAIN_TIME: Duration = Duration::from_secs(5);
 
 /// The body, or 413 with a JSON error when it is over [`BODY_LIMIT`].
 pub async fn read_body(request: Request) -> ApiResult<Bytes> {
+    read_body_up_to(request, BODY_LIMIT).await
+}
+
+/// The body, or 413 with a JSON error when it is over `limit`.
+pub async fn read_body_up_to(request: Request, limit: usize) -> ApiResult<Bytes> {
     let mut body = request.into_body().into_data_stream();
     let mut collected = BytesMut::new();
     let mut discarded = 0usize;
@@ -41,7 +49,7 @@ pub async fn read_body(request: Request) -> ApiResult<Bytes> {
                 ));
             }
         };
-        if discarded > 0 || collected.len() + chunk.len() > BODY_LIMIT {
+        if discarded > 0 || collected.len() + chunk.len() > limit {
             discarded += chunk.len() + collected.len();
             collected.clear();
             if discarded > DRAIN_LIMIT {
@@ -52,7 +60,7 @@ pub async fn read_body(request: Request) -> ApiResult<Bytes> {
         collected.extend_from_slice(&chunk);
     }
     if discarded > 0 {
-        return Err(ApiError::too_large(BODY_LIMIT));
+        return Err(ApiError::too_large(limit));
     }
     Ok(collected.freeze())
 }

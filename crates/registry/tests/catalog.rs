@@ -2,11 +2,13 @@
 //! cases, the rules flow lacked (every cycle refused, a ceiling, store-guaranteed unique
 //! ports), history, and all-or-nothing import.
 
+use berth_domain::Timestamp;
 use berth_domain::catalog::allocator::PortRange;
 use berth_domain::catalog::{
-    AppId, ApplicationDraft, CatalogError, Kind, KindName, NewApplication, PortChoice,
+    AppId, Application, ApplicationDraft, CatalogError, Kind, KindName, NewApplication,
+    PortAssignment, PortChoice,
 };
-use berth_registry::catalog::{AppQuery, AppSort, ChangeType};
+use berth_registry::catalog::{AppQuery, AppSort, CatalogSnapshot, ChangeType};
 use berth_registry::{Registry, RegistryConfig, RegistryError, SystemWallClock};
 use berth_store::AnyStore;
 use berth_store::embedded::{EmbeddedOptions, EmbeddedStore};
@@ -457,4 +459,97 @@ async fn export_then_import_restores_everything_or_nothing() {
         other => panic!("expected the import to be refused, got {other:?}"),
     }
     assert_eq!(target.registry.export().await.unwrap(), before);
+}
+
+/// `count` applications in a chain of dependencies, three per port block, ids `bulk-NNNNN`.
+fn bulk_snapshot(count: usize) -> CatalogSnapshot {
+    let kinds = ["nodejs", "play", "postgresql"];
+    let id = |i: usize| app(&format!("bulk{:05}-svc{}", i / 3, i % 3));
+    let applications = (0..count)
+        .map(|i| {
+            let family = (i / 3) as u16;
+            let block = 6_010 + (family / 9) * 100 + (family % 9) * 10;
+            Application {
+                id: id(i),
+                ports: vec![PortAssignment {
+                    kind: kind(kinds[i % 3]),
+                    external: block + [0, 1, 9][i % 3],
+                    internal: 8000,
+                }],
+                dependencies: (i > 0).then(|| id(i - 1)).into_iter().collect(),
+                created_at: Timestamp::from_millis(0),
+            }
+        })
+        .collect();
+    CatalogSnapshot {
+        kinds: Vec::new(),
+        applications,
+        backends: Vec::new(),
+        frontends: Vec::new(),
+        high_water: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_bigger_than_one_transaction_lands_whole() {
+    let target = fixture().await;
+    let snapshot = bulk_snapshot(1_500);
+    let summary = target.registry.import(snapshot.clone()).await.unwrap();
+    assert_eq!(summary.applications, 1_500);
+    let exported = target.registry.export().await.unwrap();
+    let ids = |s: &CatalogSnapshot| -> BTreeSet<AppId> {
+        s.applications.iter().map(|a| a.id.clone()).collect()
+    };
+    assert_eq!(ids(&exported), ids(&snapshot));
+    let waves = target.registry.start_waves().await.unwrap();
+    assert_eq!(waves.len(), 1_500);
+}
+
+/// Another node takes an id of the import's last part while the import is being written: the
+/// parts already written are deleted again and the import fails; either way no half import
+/// remains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_that_loses_a_race_between_parts_leaves_nothing() {
+    let mut undone = 0;
+    for _round in 0..3 {
+        let importer = fixture().await;
+        let other = Registry::start(
+            importer.registry.store().clone(),
+            RegistryConfig::default(),
+            Arc::new(SystemWallClock),
+        )
+        .await
+        .unwrap();
+        let snapshot = bulk_snapshot(3_000);
+        let last = snapshot.applications.last().unwrap().id.clone();
+        let first = snapshot.applications[0].id.clone();
+        let import = {
+            let registry = importer.registry.clone();
+            tokio::spawn(async move { registry.import(snapshot).await })
+        };
+        // As soon as the first part is visible on the other node, it takes the last id.
+        while other.app(&first).await.unwrap().is_none() {
+            tokio::task::yield_now().await;
+        }
+        let taken = other
+            .create_app(new_app(last.as_str(), "postgresql", &[]))
+            .await;
+        let imported = import.await.unwrap();
+        let apps = importer.registry.export().await.unwrap().applications;
+        match (imported, taken) {
+            (Ok(summary), Err(_)) => {
+                assert_eq!(summary.applications, 3_000);
+                assert_eq!(apps.len(), 3_000);
+            }
+            (Err(RegistryError::Conflict { .. }), Ok(_)) => {
+                undone += 1;
+                let ids: Vec<&str> = apps.iter().map(|a| a.id.as_str()).collect();
+                assert_eq!(ids, vec![last.as_str()], "a half import remains");
+                let history = importer.registry.app_history(&first).await.unwrap();
+                assert!(history.is_empty(), "{history:?}");
+            }
+            (imported, taken) => panic!("import {imported:?}, other node {taken:?}"),
+        }
+    }
+    assert!(undone > 0, "the race between parts never happened");
 }

@@ -23,6 +23,10 @@ use std::time::Duration;
 /// default `--max-request-bytes`, so a client sees the same limit on every backend.
 pub const MAX_REQUEST_BYTES: usize = 1536 * 1024;
 
+/// The most compares, and the most operations in each branch, of one transaction: etcd's
+/// default `--max-txn-ops`, enforced on every backend for the same reason.
+pub const MAX_TXN_OPS: usize = 128;
+
 /// The contract both backends implement. Methods are async and cheap to call concurrently:
 /// writes from many tasks are batched by the backend (group commit on the embedded store, the
 /// gRPC connection on etcd).

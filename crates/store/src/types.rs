@@ -188,6 +188,15 @@ impl Compare {
         Self::new(key, CompareOp::Equal, CompareTarget::Value(value.into()))
     }
 
+    /// What this compare counts toward [`crate::MAX_REQUEST_BYTES`].
+    pub fn request_bytes(&self) -> usize {
+        self.key.len()
+            + match &self.target {
+                CompareTarget::Value(value) => value.len(),
+                _ => 0,
+            }
+    }
+
     /// Evaluates the compare against the key's current state (`None`: absent).
     pub fn holds_for(&self, current: Option<&KeyValue>) -> bool {
         match &self.target {
@@ -232,7 +241,8 @@ impl TxnOp {
         TxnOp::Delete(KeyRange::Key(key.into()))
     }
 
-    fn request_bytes(&self) -> usize {
+    /// What this operation counts toward [`crate::MAX_REQUEST_BYTES`].
+    pub fn request_bytes(&self) -> usize {
         match self {
             TxnOp::Put { key, value, .. } => key.len() + value.len(),
             TxnOp::Delete(KeyRange::Key(k) | KeyRange::Prefix(k)) => k.len(),
@@ -268,18 +278,24 @@ impl Txn {
     }
 
     /// Refuses what etcd refuses, so both backends fail the same requests the same way: a
-    /// request over [`crate::MAX_REQUEST_BYTES`], and a key written twice in one branch.
+    /// request over [`crate::MAX_REQUEST_BYTES`], more than [`crate::MAX_TXN_OPS`] compares or
+    /// operations in a branch, and a key written twice in one branch.
     pub fn validate(&self) -> Result<()> {
+        let count = self
+            .compares
+            .len()
+            .max(self.success.len())
+            .max(self.failure.len());
+        if count > crate::MAX_TXN_OPS {
+            return Err(StoreError::TooManyOperations {
+                count,
+                limit: crate::MAX_TXN_OPS,
+            });
+        }
         let size: usize = self
             .compares
             .iter()
-            .map(|c| {
-                c.key.len()
-                    + match &c.target {
-                        CompareTarget::Value(v) => v.len(),
-                        _ => 0,
-                    }
-            })
+            .map(Compare::request_bytes)
             .chain(self.success.iter().map(TxnOp::request_bytes))
             .chain(self.failure.iter().map(TxnOp::request_bytes))
             .sum();
@@ -410,6 +426,8 @@ pub enum StoreError {
     LeaseNotFound(LeaseId),
     #[error("request of {size} bytes exceeds the limit of {limit} bytes")]
     RequestTooLarge { size: usize, limit: usize },
+    #[error("a transaction of {count} operations exceeds the limit of {limit}")]
+    TooManyOperations { count: usize, limit: usize },
     #[error("invalid store request: {0}")]
     InvalidRequest(String),
     #[error("store unavailable: {0}")]

@@ -257,9 +257,28 @@ async fn refused_txns_change_nothing<S: Store>(store: Arc<S>) {
         matches!(twice, Err(StoreError::InvalidRequest(_))),
         "{twice:?}"
     );
+    let puts = |count: usize| -> Vec<TxnOp> {
+        (0..count)
+            .map(|i| TxnOp::put(format!("/refuse/many/{i}"), "v", None))
+            .collect()
+    };
+    let too_many = store.txn(Txn::new().and_then(puts(129))).await;
+    assert!(
+        matches!(
+            too_many,
+            Err(StoreError::TooManyOperations { count: 129, .. })
+        ),
+        "{too_many:?}"
+    );
     assert_eq!(current_revision(&*store).await, before);
     let all = store.range(RangeRequest::prefix("/refuse/")).await.unwrap();
     assert_eq!(keys_of(&all.kvs), vec!["/refuse/k"]);
+
+    // The limit itself is allowed.
+    let most = store.txn(Txn::new().and_then(puts(128))).await.unwrap();
+    assert!(most.succeeded);
+    let keys = RangeRequest::prefix("/refuse/many/");
+    assert_eq!(store.range(keys).await.unwrap().kvs.len(), 128);
 }
 
 async fn large_values_and_many_keys<S: Store>(store: Arc<S>) {

@@ -3,7 +3,7 @@
 
 use crate::ApiState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiPath, JsonBody, Params, read_body};
+use crate::extract::{ApiPath, IMPORT_BODY_LIMIT, JsonBody, Params, read_body, read_body_up_to};
 use crate::format::rfc3339;
 use crate::native::instances::{InstanceDto, internal};
 use axum::extract::{Request, State};
@@ -898,7 +898,7 @@ pub async fn import(State(state): State<ApiState>, request: Request) -> ApiResul
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.contains("yaml"));
-    let body = read_body(request).await?;
+    let body = read_body_up_to(request, IMPORT_BODY_LIMIT).await?;
     let dto: CatalogDto<'_> = if yaml {
         serde_norway::from_slice(&body).map_err(|e| {
             ApiError::bad_request(format!("the request body is not a valid YAML export: {e}"))

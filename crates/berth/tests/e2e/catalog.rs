@@ -38,6 +38,7 @@ on_both_stores!(
     start_order_history_and_env,
     export_and_import_round_trip,
     backends_show_their_live_members,
+    an_export_over_the_usual_body_limit_goes_back_in,
 );
 
 async fn call(client: &Client, method: Method, path: &str, body: Option<Value>) -> Value {
@@ -412,4 +413,51 @@ async fn two_hundred_simultaneous_allocations_through_two_nodes_are_all_distinct
         let apps = call(client, Method::GET, "/v1/apps?limit=1000", None).await;
         assert_eq!(apps.as_array().unwrap().len(), 200);
     }
+}
+
+/// Imports take bodies far over the 1 MiB of other requests: a catalog of thousands of
+/// applications exports to several MiB and must import again as it came out.
+async fn an_export_over_the_usual_body_limit_goes_back_in(berth: &Berth) {
+    const APPS: usize = 9_000;
+    let id = |i: usize| format!("team-with-a-long-name-{:05}-svc{}", i / 3, i % 3);
+    let kinds = ["nodejs", "play", "postgresql"];
+    let applications: Vec<Value> = (0..APPS)
+        .map(|i| {
+            // One block per family of three, skipping the multiples of 100 as the allocator does.
+            let family = i / 3;
+            let block = 6_010 + (family / 9) * 100 + (family % 9) * 10;
+            let offset = [0, 1, 9][i % 3];
+            let dependencies: Vec<String> = (i > 0).then(|| id(i - 1)).into_iter().collect();
+            json!({
+                "id": id(i),
+                "ports": [{"kind": kinds[i % 3], "external": block + offset, "internal": 8000}],
+                "dependencies": dependencies,
+            })
+        })
+        .collect();
+    let import = json!({"kinds": [], "applications": applications});
+    assert!(import.to_string().len() > berth_api::BODY_LIMIT);
+    let summary = call(
+        &berth.client(),
+        Method::POST,
+        "/v1/catalog/import",
+        Some(import),
+    )
+    .await;
+    assert_eq!(summary["applications"], APPS);
+
+    let exported = call(&berth.client(), Method::GET, "/v1/catalog", None).await;
+    assert!(exported.to_string().len() > berth_api::BODY_LIMIT);
+    let (_keep, dir) = data_dir();
+    let target = Berth::embedded(&dir);
+    let summary = call(
+        &target.client(),
+        Method::POST,
+        "/v1/catalog/import",
+        Some(exported),
+    )
+    .await;
+    assert_eq!(summary["applications"], APPS);
+    let order = call(&target.client(), Method::GET, "/v1/start-order", None).await;
+    assert_eq!(order["waves"].as_array().unwrap().len(), APPS);
 }

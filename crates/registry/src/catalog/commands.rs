@@ -120,9 +120,18 @@ impl Registry {
     /// two nodes racing for one thing do not keep colliding.
     pub(super) async fn catalog_write<T>(
         &self,
-        mut plan: impl FnMut(&CatalogState, Timestamp) -> Result<Plan<T>>,
+        plan: impl FnMut(&CatalogState, Timestamp) -> Result<Plan<T>>,
     ) -> Result<T> {
         let _turn = self.inner.catalog_writes.lock().await;
+        Ok(self.catalog_write_in_turn(plan).await?.0)
+    }
+
+    /// [`Registry::catalog_write`] for a caller that holds this node's catalog turn already;
+    /// also tells the revision the plan was committed at (`None`: it wrote nothing).
+    pub(super) async fn catalog_write_in_turn<T>(
+        &self,
+        mut plan: impl FnMut(&CatalogState, Timestamp) -> Result<Plan<T>>,
+    ) -> Result<(T, Option<Revision>)> {
         let deadline = tokio::time::Instant::now() + RETRY_FOR;
         for attempt in 0u32.. {
             // After a failed compare, catch up with everything committed anywhere first.
@@ -141,13 +150,13 @@ impl Registry {
             let now = self.now();
             let plan = plan(&self.inner.catalog.read(), now)?;
             if plan.ops.is_empty() {
-                return Ok(plan.value);
+                return Ok((plan.value, None));
             }
             let txn = Txn::new().when(plan.compares).and_then(plan.ops);
             let response = self.store().txn(txn).await?;
             if response.succeeded {
                 self.written(response.revision).await?;
-                return Ok(plan.value);
+                return Ok((plan.value, Some(response.revision)));
             }
         }
         Err(RegistryError::conflict(

@@ -105,6 +105,11 @@ fn classify(error: etcd::Error) -> StoreError {
                     requested: Revision(0),
                     current: Revision(0),
                 }
+            } else if message.contains("too many operations in txn request") {
+                StoreError::TooManyOperations {
+                    count: 0,
+                    limit: crate::MAX_TXN_OPS,
+                }
             } else if message.contains("request is too large") {
                 StoreError::RequestTooLarge {
                     size: 0,
