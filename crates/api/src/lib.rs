@@ -9,6 +9,7 @@ mod extract;
 mod format;
 pub mod native;
 mod ops;
+mod reply;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};

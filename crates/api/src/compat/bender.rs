@@ -5,9 +5,10 @@
 
 use crate::extract::ApiPath;
 use crate::native::catalog::{backend_draft, frontend_draft};
+use crate::reply::with_location;
 use crate::{ApiState, Routes, Surface};
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_domain::catalog::{Backend, CatalogError, EntityName, Frontend, RawJson};
 use berth_domain::{Address, InstanceDefaults, InstanceDraft, InstanceId, ServiceName};
@@ -242,11 +243,10 @@ async fn body_object(request: Request) -> BenderResult<Map<String, Value>> {
 }
 
 fn created(row: Value, location: String) -> Response {
-    let mut response = (StatusCode::CREATED, axum::Json(row)).into_response();
-    if let Ok(location) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    response
+    with_location(
+        (StatusCode::CREATED, axum::Json(row)).into_response(),
+        &location,
+    )
 }
 
 fn entity_name(name: &str, missing: &'static str) -> BenderResult<EntityName> {

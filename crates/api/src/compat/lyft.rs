@@ -11,9 +11,10 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_domain::{Address, Instance, InstanceDefaults, InstanceDraft, InstanceId, ServiceName};
-use berth_registry::{InstanceRef, RegistryError};
+use berth_registry::{InstanceRef, LiveInstance, RegistryError};
 use serde_json::{Map, Value, json};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 /// Tags other than lyft's own are kept in the instance's metadata under this prefix.
 const TAG_META_PREFIX: &str = "lyft.tag.";
@@ -151,22 +152,30 @@ async fn healthcheck() -> Response {
         .into_response()
 }
 
+/// The live hosts of `service`. A name berth cannot hold has none, as an unknown service had
+/// none in lyft.
+async fn live_hosts(state: &ApiState, service: &str) -> LyftResult<Arc<[Arc<LiveInstance>]>> {
+    Ok(match ServiceName::parse("service", service) {
+        Ok(name) => {
+            state
+                .registry
+                .service(&name, berth_registry::Consistency::Local)
+                .await?
+                .instances
+        }
+        Err(_) => Arc::from([]),
+    })
+}
+
 async fn get_service(
     State(state): State<ApiState>,
     ApiPath(service): ApiPath<String>,
 ) -> LyftResult<Response> {
-    // A name berth cannot hold has no hosts, as an unknown service had none.
-    let hosts: Vec<Value> = match ServiceName::parse("service", &service) {
-        Ok(name) => state
-            .registry
-            .service(&name, berth_registry::Consistency::Local)
-            .await?
-            .instances
-            .iter()
-            .map(|live| host(live.as_instance_ref()))
-            .collect(),
-        Err(_) => Vec::new(),
-    };
+    let hosts: Vec<Value> = live_hosts(&state, &service)
+        .await?
+        .iter()
+        .map(|live| host(live.as_instance_ref()))
+        .collect();
     Ok(
         axum::Json(json!({"service": service, "env": state.compat.lyft_env, "hosts": hosts}))
             .into_response(),
@@ -506,17 +515,11 @@ async fn set_weight_everywhere(
     request: Request,
 ) -> LyftResult<Response> {
     let weight = weight(request).await?;
-    let hosts = match ServiceName::parse("service", &service) {
-        Ok(name) => state
-            .registry
-            .service(&name, berth_registry::Consistency::Local)
-            .await?
-            .instances
-            .iter()
-            .map(|live| live.instance.clone())
-            .collect(),
-        Err(_) => Vec::new(),
-    };
+    let hosts = live_hosts(&state, &service)
+        .await?
+        .iter()
+        .map(|live| live.instance.clone())
+        .collect();
     apply_weight(&state, hosts, weight).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

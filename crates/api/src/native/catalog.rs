@@ -6,6 +6,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiPath, IMPORT_BODY_LIMIT, JsonBody, Params, read_body, read_body_up_to};
 use crate::format::rfc3339;
 use crate::native::instances::{InstanceDto, internal};
+use crate::reply::{json, with_location};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,22 +16,11 @@ use berth_domain::catalog::{
     validate_dependency_list,
 };
 use berth_domain::{Timestamp, ValidationError, ValidationErrors};
-use berth_registry::catalog::{AppQuery, AppSort, CatalogSnapshot, HistoryEntry, StoredKind};
+use berth_registry::catalog::{
+    AppQuery, AppSort, CatalogSnapshot, HistoryEntry, StoredKind, extras_as_json,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-
-fn json(status: StatusCode, value: &impl Serialize) -> ApiResult<Response> {
-    let body = serde_json::to_vec(value).map_err(internal)?;
-    Ok((
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response())
-}
 
 fn invalid(error: ValidationError) -> ApiError {
     ApiError::invalid(&error.into())
@@ -269,11 +259,8 @@ pub async fn create_app(
         .create_app(new)
         .await
         .map_err(|e| kind_in_body(e.into()))?;
-    let mut response = json(StatusCode::CREATED, &AppDto::new(&app))?;
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/apps/{}", app.id)) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    let response = json(StatusCode::CREATED, &AppDto::new(&app))?;
+    Ok(with_location(response, &format!("/v1/apps/{}", app.id)))
 }
 
 /// `?id=…&port=…&kind=…&prefix=…&q=…&sort=…&limit=…&offset=…`
@@ -567,25 +554,13 @@ fn raw(extra: BTreeMap<String, serde_json::Value>) -> BTreeMap<String, RawJson> 
         .collect()
 }
 
-fn cooked(extra: &BTreeMap<String, RawJson>) -> BTreeMap<String, serde_json::Value> {
-    extra
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                serde_json::from_str(&v.0).unwrap_or(serde_json::Value::Null),
-            )
-        })
-        .collect()
-}
-
 impl BackendDto {
     fn new(backend: &Backend) -> Self {
         BackendDto {
             name: backend.name.to_string(),
             app: backend.app.to_string(),
             version: backend.version.clone(),
-            extra: cooked(&backend.extra),
+            extra: extras_as_json(&backend.extra),
         }
     }
 }
@@ -595,7 +570,7 @@ impl FrontendDto {
         FrontendDto {
             name: frontend.name.to_string(),
             backend: frontend.backend.clone(),
-            extra: cooked(&frontend.extra),
+            extra: extras_as_json(&frontend.extra),
         }
     }
 }
@@ -651,11 +626,11 @@ pub async fn create_backend(
         .validate()
         .map_err(|e| ApiError::invalid(&e))?;
     let backend = state.registry.create_backend(backend).await?;
-    let mut response = json(StatusCode::CREATED, &BackendDto::new(&backend))?;
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/backends/{}", backend.name)) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    let response = json(StatusCode::CREATED, &BackendDto::new(&backend))?;
+    Ok(with_location(
+        response,
+        &format!("/v1/backends/{}", backend.name),
+    ))
 }
 
 /// A backend with its live members (its service's instances at its version).
@@ -706,11 +681,11 @@ pub async fn create_frontend(
         .validate()
         .map_err(|e| ApiError::invalid(&e))?;
     let frontend = state.registry.create_frontend(frontend).await?;
-    let mut response = json(StatusCode::CREATED, &FrontendDto::new(&frontend))?;
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/frontends/{}", frontend.name)) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    let response = json(StatusCode::CREATED, &FrontendDto::new(&frontend))?;
+    Ok(with_location(
+        response,
+        &format!("/v1/frontends/{}", frontend.name),
+    ))
 }
 
 pub async fn get_frontend(

@@ -6,9 +6,10 @@ use crate::ApiState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiPath, JsonBody, Params, encode_segment};
 use crate::format::rfc3339;
+use crate::reply::{json_bytes, with_location};
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::Response;
 use berth_domain::{Address, InstanceDraft, InstanceFilter, InstanceId, ServiceName};
 use berth_registry::{Consistency, InstanceRef, RegistrationOutcome, ServiceView};
 use berth_store::Revision;
@@ -173,18 +174,6 @@ pub fn parse_id(text: &str) -> ApiResult<InstanceId> {
     InstanceId::parse("id", text).map_err(|e| ApiError::invalid(&e.into()))
 }
 
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
-}
-
 async fn register(
     state: &ApiState,
     service: &str,
@@ -202,19 +191,17 @@ async fn register(
     };
     let body =
         serde_json::to_vec(&InstanceDto::new(registered.as_instance_ref())).map_err(internal)?;
-    let mut response = json_response(status, body);
-    if status == StatusCode::CREATED {
-        let spec = &registered.instance.spec;
-        let location = format!(
-            "/v1/services/{}/instances/{}",
-            spec.service,
-            encode_segment(spec.id.as_str())
-        );
-        if let Ok(value) = HeaderValue::from_str(&location) {
-            response.headers_mut().insert(header::LOCATION, value);
-        }
+    let response = json_bytes(status, body);
+    if status != StatusCode::CREATED {
+        return Ok(response);
     }
-    Ok(response)
+    let spec = &registered.instance.spec;
+    let location = format!(
+        "/v1/services/{}/instances/{}",
+        spec.service,
+        encode_segment(spec.id.as_str())
+    );
+    Ok(with_location(response, &location))
 }
 
 pub async fn put_instance(
@@ -254,7 +241,7 @@ pub async fn heartbeat(
         ttl_ms: ack.ttl.as_millis() as u64,
     })
     .map_err(internal)?;
-    Ok(json_response(StatusCode::OK, body))
+    Ok(json_bytes(StatusCode::OK, body))
 }
 
 pub async fn delete_instance(
@@ -281,7 +268,7 @@ pub async fn get_instance(
             ))
         })?;
     let body = serde_json::to_vec(&InstanceDto::new(live.as_instance_ref())).map_err(internal)?;
-    Ok(json_response(StatusCode::OK, body))
+    Ok(json_bytes(StatusCode::OK, body))
 }
 
 /// `{"service","index","instances":[…]}` for a view, keeping what `filter` accepts.
@@ -350,7 +337,7 @@ pub async fn list_instances(
     } else {
         Bytes::from(service_body(&view, &filter))
     };
-    let mut response = json_response(StatusCode::OK, Vec::new());
+    let mut response = json_bytes(StatusCode::OK, Vec::new());
     *response.body_mut() = axum::body::Body::from(body);
     response
         .headers_mut()
@@ -387,7 +374,7 @@ pub async fn list_services(State(state): State<ApiState>, params: Params) -> Api
             .collect(),
     })
     .map_err(internal)?;
-    let mut response = json_response(StatusCode::OK, body);
+    let mut response = json_bytes(StatusCode::OK, body);
     response
         .headers_mut()
         .insert(INDEX_HEADER, HeaderValue::from(index.0));
@@ -444,7 +431,7 @@ pub async fn find_instances(State(state): State<ApiState>, params: Params) -> Ap
             .collect(),
     })
     .map_err(internal)?;
-    Ok(json_response(StatusCode::OK, body))
+    Ok(json_bytes(StatusCode::OK, body))
 }
 
 pub(crate) fn internal(error: impl std::fmt::Display) -> ApiError {

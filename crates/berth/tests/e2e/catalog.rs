@@ -2,36 +2,11 @@
 //! and cycles as JSON errors, start order, history, export/import, backends with live members,
 //! the CLI's `env`; and 200 simultaneous allocations through two nodes on one etcd.
 
-use crate::support::{Berth, data_dir, run_berth};
+use crate::support::{Berth, data_dir, on_both_stores, run_berth};
 use berth_client::{Client, Method};
 use berth_testkit::EtcdServer;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-
-macro_rules! on_both_stores {
-    ($($test:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    let (_keep, dir) = super::data_dir();
-                    let berth = super::Berth::embedded(&dir);
-                    super::$test(&berth).await;
-                }
-            )*
-        }
-        mod etcd {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    let etcd = super::EtcdServer::start();
-                    let berth = super::Berth::on_etcd(&etcd);
-                    super::$test(&berth).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_stores!(
     worked_example_and_errors_over_http,

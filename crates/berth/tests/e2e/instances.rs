@@ -2,36 +2,10 @@
 //! store in a temporary directory, and a real etcd): register, query, heartbeat, expiry with a
 //! timely offline event, blocking queries, event resume, concurrency, and bad input.
 
-use crate::support::{Berth, data_dir, health_revision};
+use crate::support::{Berth, health_revision, on_both_stores};
 use berth_client::{Client, EventStream, Registration};
-use berth_testkit::EtcdServer;
 use futures::StreamExt;
 use std::time::{Duration, SystemTime};
-
-macro_rules! on_both_stores {
-    ($($test:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    let (_keep, dir) = super::data_dir();
-                    let berth = super::Berth::embedded(&dir);
-                    super::$test(&berth).await;
-                }
-            )*
-        }
-        mod etcd {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    let etcd = super::EtcdServer::start();
-                    let berth = super::Berth::on_etcd(&etcd);
-                    super::$test(&berth).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_stores!(
     register_heartbeat_expire_with_a_timely_offline_event,

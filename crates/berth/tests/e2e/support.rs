@@ -180,3 +180,31 @@ pub async fn send_oversized(base: &str, method: &str, path: &str, content_type: 
         text: response.text().await.unwrap(),
     }
 }
+
+/// Runs each of the given `async fn(&Berth)` tests twice: on the embedded store (a temporary
+/// data directory) and on a real etcd started for the test.
+macro_rules! on_both_stores {
+    ($($test:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let (_keep, dir) = $crate::support::data_dir();
+                    let berth = $crate::support::Berth::embedded(&dir);
+                    super::$test(&berth).await;
+                }
+            )*
+        }
+        mod etcd {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let etcd = berth_testkit::EtcdServer::start();
+                    let berth = $crate::support::Berth::on_etcd(&etcd);
+                    super::$test(&berth).await;
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_both_stores;

@@ -106,6 +106,30 @@ pub(super) fn bump_graph() -> TxnOp {
     TxnOp::put(keys::GRAPH, "edges changed", None)
 }
 
+/// Claims `external` for `app`: only if nobody holds it at commit, so ports are unique by the
+/// store.
+pub(super) fn claim_port(external: u16, app: &AppId, kind: &KindName) -> (Compare, TxnOp) {
+    (
+        Compare::absent(keys::port_key(external)),
+        TxnOp::put(keys::port_key(external), encode_claim(app, kind), None),
+    )
+}
+
+/// Raises the high-water mark to `external` if that is higher; it never goes down.
+pub(super) fn raise_high_water(state: &CatalogState, external: u16) -> Option<(Compare, TxnOp)> {
+    let current = state.high_water.as_ref();
+    if current.is_some_and(|h| h.value >= external) {
+        return None;
+    }
+    Some((
+        Compare::unchanged_since(
+            keys::HIGH_WATER,
+            current.map_or(Revision(0), |h| h.revision),
+        ),
+        TxnOp::put(keys::HIGH_WATER, external.to_string(), None),
+    ))
+}
+
 pub(super) fn graph_unchanged(state: &CatalogState) -> Compare {
     Compare::unchanged_since(keys::GRAPH, state.graph)
 }
@@ -343,19 +367,8 @@ impl Registry {
                 ops: Vec::new(),
                 value: (),
             };
-            for dependency in &new.dependencies {
-                let existing = state
-                    .apps
-                    .get(dependency)
-                    .ok_or_else(|| catalog(CatalogError::DependencyMissing(dependency.clone())))?;
-                plan.compares.push(Compare::unchanged_since(
-                    app_key(dependency),
-                    existing.revision,
-                ));
-            }
             if !new.dependencies.is_empty() {
-                plan.compares.push(graph_unchanged(state));
-                plan.ops.push(bump_graph());
+                self.plan_dependencies(state, &new.id, &new.dependencies, &mut plan)?;
             }
             let port = self.plan_port(state, &new.id, &new.kind, new.port, &mut plan)?;
             let app = Application {
@@ -596,26 +609,16 @@ impl Registry {
                 .map_err(catalog)?
             }
         };
-        plan.compares
-            .push(Compare::absent(keys::port_key(external)));
-        plan.ops.push(TxnOp::put(
-            keys::port_key(external),
-            encode_claim(app, kind),
-            None,
-        ));
-        // The high-water mark only rises, and only inside the allocator's range: an explicit
-        // port above the ceiling must not exhaust the range for every new family.
-        let high_water = state.high_water.as_ref().map(|h| h.value);
-        if external <= range.ceiling && high_water.is_none_or(|h| external > h) {
-            plan.compares.push(Compare::unchanged_since(
-                keys::HIGH_WATER,
-                state
-                    .high_water
-                    .as_ref()
-                    .map_or(Revision(0), |h| h.revision),
-            ));
-            plan.ops
-                .push(TxnOp::put(keys::HIGH_WATER, external.to_string(), None));
+        let (compare, op) = claim_port(external, app, kind);
+        plan.compares.push(compare);
+        plan.ops.push(op);
+        // Only inside the allocator's range: an explicit port above the ceiling must not
+        // exhaust the range for every new family.
+        if external <= range.ceiling
+            && let Some((compare, op)) = raise_high_water(state, external)
+        {
+            plan.compares.push(compare);
+            plan.ops.push(op);
         }
         Ok(PortAssignment {
             kind: kind.clone(),

@@ -11,12 +11,11 @@
 //! import fails with a conflict. Readers may see a big import land part by part.
 
 use super::commands::{
-    Plan, app_key, bump_graph, graph_unchanged, journal_app, journal_kind, kind_key, put_app,
+    Plan, app_key, bump_graph, claim_port, graph_unchanged, journal_app, journal_kind, kind_key,
+    put_app, raise_high_water,
 };
 use super::queries::CatalogSnapshot;
-use super::records::{
-    ChangeType, StoredKind, encode_backend, encode_claim, encode_frontend, encode_kind,
-};
+use super::records::{ChangeType, StoredKind, encode_backend, encode_frontend, encode_kind};
 use super::view::CatalogState;
 use crate::error::{RegistryError, Result};
 use crate::{Registry, keys};
@@ -302,14 +301,9 @@ impl Registry {
                         ),
                     );
                 }
-                record
-                    .compares
-                    .push(Compare::absent(keys::port_key(port.external)));
-                record.ops.push(TxnOp::put(
-                    keys::port_key(port.external),
-                    encode_claim(&app.id, &port.kind),
-                    None,
-                ));
+                let (compare, op) = claim_port(port.external, &app.id, &port.kind);
+                record.compares.push(compare);
+                record.ops.push(op);
                 if port.external <= self.inner.config.ports.ceiling {
                     highest = highest.max(Some(port.external));
                 }
@@ -349,19 +343,9 @@ impl Registry {
         {
             whole.ops.push(bump_graph());
         }
-        if highest > state.high_water.as_ref().map(|h| h.value) {
-            whole.compares.push(Compare::unchanged_since(
-                keys::HIGH_WATER,
-                state
-                    .high_water
-                    .as_ref()
-                    .map_or(Revision(0), |h| h.revision),
-            ));
-            whole.ops.push(TxnOp::put(
-                keys::HIGH_WATER,
-                highest.unwrap_or_default().to_string(),
-                None,
-            ));
+        if let Some((compare, op)) = highest.and_then(|h| raise_high_water(state, h)) {
+            whole.compares.push(compare);
+            whole.ops.push(op);
         }
 
         for (index, backend) in snapshot.backends.iter().enumerate() {

@@ -11,4 +11,4 @@ pub(crate) mod view;
 pub use commands::DependencyChange;
 pub use import::ImportSummary;
 pub use queries::{AppQuery, AppSort, CatalogSnapshot, HistoryEntry};
-pub use records::{ChangeType, StoredKind};
+pub use records::{ChangeType, StoredKind, extras_as_json};

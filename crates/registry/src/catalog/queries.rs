@@ -198,80 +198,43 @@ impl Registry {
         ))
     }
 
-    async fn journal(
-        &self,
-        collection: &str,
-        name: &str,
-    ) -> Result<Vec<(Revision, ChangeType, Timestamp, Vec<u8>)>> {
-        let response = self
-            .store()
-            .range(RangeRequest::prefix(keys::journal_prefix(collection, name)))
-            .await?;
-        let mut entries = Vec::with_capacity(response.kvs.len());
-        for kv in &response.kvs {
-            let (change, timestamp, record) = decode_journal(&kv.value)
-                .map_err(|e| crate::RegistryError::Store(berth_store::StoreError::Storage(e)))?;
-            entries.push((kv.create_revision, change, timestamp, record));
-        }
-        entries.sort_by_key(|(revision, ..)| *revision);
-        Ok(entries)
-    }
-
     pub async fn app_history(&self, id: &AppId) -> Result<Vec<HistoryEntry<Application>>> {
-        let mut history = Vec::new();
-        for (revision, change, timestamp, record) in self.journal("apps", id.as_str()).await? {
-            let record = decode_app(id.as_str(), &record)
-                .map_err(|e| crate::RegistryError::Store(berth_store::StoreError::Storage(e)))?;
-            history.push(HistoryEntry {
-                revision,
-                timestamp,
-                change,
-                record,
-            });
-        }
-        Ok(history)
+        self.history("apps", Some(id.as_str()), decode_app).await
     }
 
     pub async fn kind_history(&self, name: &KindName) -> Result<Vec<HistoryEntry<StoredKind>>> {
-        let mut history = Vec::new();
-        for (revision, change, timestamp, record) in self.journal("kinds", name.as_str()).await? {
-            let record = decode_kind(name.as_str(), &record)
-                .map_err(|e| crate::RegistryError::Store(berth_store::StoreError::Storage(e)))?;
-            history.push(HistoryEntry {
-                revision,
-                timestamp,
-                change,
-                record,
-            });
-        }
-        Ok(history)
+        self.history("kinds", Some(name.as_str()), decode_kind)
+            .await
     }
 
     /// Every journal entry of every application, oldest first (flow's `/applications/versions`).
     pub async fn all_app_history(&self) -> Result<Vec<HistoryEntry<Application>>> {
-        self.all_history("apps", decode_app).await
+        self.history("apps", None, decode_app).await
     }
 
     /// Every journal entry of every kind, oldest first (flow's `/services/versions`).
     pub async fn all_kind_history(&self) -> Result<Vec<HistoryEntry<StoredKind>>> {
-        self.all_history("kinds", decode_kind).await
+        self.history("kinds", None, decode_kind).await
     }
 
-    async fn all_history<T>(
+    /// The journal of `collection`, of one name or of all, oldest first.
+    async fn history<T>(
         &self,
         collection: &str,
+        only: Option<&str>,
         decode: impl Fn(&str, &[u8]) -> std::result::Result<T, String>,
     ) -> Result<Vec<HistoryEntry<T>>> {
-        let prefix = format!("{}{collection}/", keys::JOURNAL);
-        let response = self
-            .store()
-            .range(RangeRequest::prefix(prefix.clone()))
-            .await?;
+        let collection_prefix = format!("{}{collection}/", keys::JOURNAL);
+        let range = match only {
+            Some(name) => keys::journal_prefix(collection, name),
+            None => collection_prefix.clone(),
+        };
+        let response = self.store().range(RangeRequest::prefix(range)).await?;
         let mut history = Vec::with_capacity(response.kvs.len());
         for kv in &response.kvs {
             let key = String::from_utf8_lossy(&kv.key);
             let Some(name) = key
-                .strip_prefix(&prefix)
+                .strip_prefix(&collection_prefix)
                 .and_then(|rest| rest.split('/').next())
             else {
                 continue;

@@ -137,7 +137,9 @@ pub(crate) fn decode_claim(bytes: &[u8]) -> Result<PortClaim, String> {
     serde_json::from_slice(bytes).map_err(|e| format!("port claim: {e}"))
 }
 
-fn raw_extras(extra: &BTreeMap<String, RawJson>) -> BTreeMap<String, serde_json::Value> {
+/// Kept-as-sent extra fields as JSON values, for the store's records and every surface's DTOs
+/// (text that is not JSON, which validation never lets in, becomes `null`).
+pub fn extras_as_json(extra: &BTreeMap<String, RawJson>) -> BTreeMap<String, serde_json::Value> {
     extra
         .iter()
         .map(|(k, v)| {
@@ -160,7 +162,7 @@ pub(crate) fn encode_backend(backend: &Backend) -> Vec<u8> {
     json(&BackendRecord {
         app: backend.app.to_string(),
         version: backend.version.clone(),
-        extra: raw_extras(&backend.extra),
+        extra: extras_as_json(&backend.extra),
     })
 }
 
@@ -178,7 +180,7 @@ pub(crate) fn decode_backend(name: &str, bytes: &[u8]) -> Result<Backend, String
 pub(crate) fn encode_frontend(frontend: &Frontend) -> Vec<u8> {
     json(&FrontendRecord {
         backend: frontend.backend.clone(),
-        extra: raw_extras(&frontend.extra),
+        extra: extras_as_json(&frontend.extra),
     })
 }
 

@@ -41,6 +41,33 @@ pub struct CatalogState {
     pub frontends: BTreeMap<EntityName, Versioned<Frontend>>,
 }
 
+/// One record of a keyed collection: a put (`stamp`: its revisions) decodes and stores it, a
+/// delete removes it.
+fn apply_record<K: Ord, V>(
+    records: &mut BTreeMap<K, Versioned<V>>,
+    key: K,
+    stamp: Option<(Revision, Revision)>,
+    decode: impl FnOnce() -> Result<V, String>,
+) -> Result<(), String> {
+    match stamp {
+        Some((revision, created)) => {
+            let value = decode()?;
+            records.insert(
+                key,
+                Versioned {
+                    value,
+                    revision,
+                    created,
+                },
+            );
+        }
+        None => {
+            records.remove(&key);
+        }
+    }
+    Ok(())
+}
+
 impl CatalogState {
     fn apply(&mut self, kind: EventKind, kv: &KeyValue) {
         let Ok(key) = std::str::from_utf8(&kv.key) else {
@@ -49,37 +76,17 @@ impl CatalogState {
         let revision = kv.mod_revision;
         let created = kv.create_revision;
         let put = kind == EventKind::Put;
+        // `Some((revision, created))` for a put, `None` for a delete.
+        let stamp = put.then_some((revision, created));
         let result: Result<(), String> = (|| {
             if let Some(name) = key.strip_prefix(keys::KINDS) {
                 let name_key = KindName::parse("name", name).map_err(|e| e.to_string())?;
-                if put {
-                    let value = decode_kind(name, &kv.value)?;
-                    self.kinds.insert(
-                        name_key,
-                        Versioned {
-                            value,
-                            revision,
-                            created,
-                        },
-                    );
-                } else {
-                    self.kinds.remove(&name_key);
-                }
+                apply_record(&mut self.kinds, name_key, stamp, || {
+                    decode_kind(name, &kv.value)
+                })?;
             } else if let Some(id) = key.strip_prefix(keys::APPS) {
                 let id_key = AppId::parse("id", id).map_err(|e| e.to_string())?;
-                if put {
-                    let value = decode_app(id, &kv.value)?;
-                    self.apps.insert(
-                        id_key,
-                        Versioned {
-                            value,
-                            revision,
-                            created,
-                        },
-                    );
-                } else {
-                    self.apps.remove(&id_key);
-                }
+                apply_record(&mut self.apps, id_key, stamp, || decode_app(id, &kv.value))?;
             } else if let Some(port) = key.strip_prefix(keys::PORTS) {
                 let port: u16 = port.parse().map_err(|_| format!("bad port key {key}"))?;
                 if put {
@@ -115,34 +122,14 @@ impl CatalogState {
                 self.seeded = put;
             } else if let Some(name) = key.strip_prefix(keys::BACKENDS) {
                 let name_key = EntityName::parse("name", name).map_err(|e| e.to_string())?;
-                if put {
-                    let value = decode_backend(name, &kv.value)?;
-                    self.backends.insert(
-                        name_key,
-                        Versioned {
-                            value,
-                            revision,
-                            created,
-                        },
-                    );
-                } else {
-                    self.backends.remove(&name_key);
-                }
+                apply_record(&mut self.backends, name_key, stamp, || {
+                    decode_backend(name, &kv.value)
+                })?;
             } else if let Some(name) = key.strip_prefix(keys::FRONTENDS) {
                 let name_key = EntityName::parse("name", name).map_err(|e| e.to_string())?;
-                if put {
-                    let value = decode_frontend(name, &kv.value)?;
-                    self.frontends.insert(
-                        name_key,
-                        Versioned {
-                            value,
-                            revision,
-                            created,
-                        },
-                    );
-                } else {
-                    self.frontends.remove(&name_key);
-                }
+                apply_record(&mut self.frontends, name_key, stamp, || {
+                    decode_frontend(name, &kv.value)
+                })?;
             }
             Ok(())
         })();
