@@ -399,7 +399,7 @@ mod tests {
     }
 
     fn names(records: &[Record]) -> Vec<&str> {
-        records.iter().map(|r| r.spec.service.as_str()).collect()
+        records.iter().map(|r| r.spec.service().as_str()).collect()
     }
 
     #[test]
@@ -410,17 +410,17 @@ mod tests {
         );
         assert_eq!(found.len(), 1);
         let spec = &found[0].spec;
-        assert_eq!(spec.service.as_str(), "web");
-        assert_eq!(spec.id.as_str(), "node1:web1:8080");
+        assert_eq!(spec.service().as_str(), "web");
+        assert_eq!(spec.id().as_str(), "node1:web1:8080");
         assert_eq!(
-            (spec.address.to_string(), spec.port),
+            (spec.address().to_string(), spec.port()),
             ("10.0.0.9".to_string(), 49155)
         );
-        assert_eq!(spec.version.as_deref(), Some("1.2.3"));
-        assert_eq!(spec.ttl, Duration::from_secs(15));
-        assert_eq!(spec.meta[META_HOST], "node1");
-        assert_eq!(spec.meta[META_CONTAINER], "web1");
-        assert_eq!(spec.meta[META_CONTAINER_ID], "0123456789ab");
+        assert_eq!(spec.version(), Some("1.2.3"));
+        assert_eq!(spec.ttl(), Duration::from_secs(15));
+        assert_eq!(spec.meta()[META_HOST], "node1");
+        assert_eq!(spec.meta()[META_CONTAINER], "web1");
+        assert_eq!(spec.meta()[META_CONTAINER_ID], "0123456789ab");
     }
 
     #[test]
@@ -435,7 +435,7 @@ mod tests {
         );
         let found = records(facts, &placement());
         assert_eq!(names(&found), vec!["web-8080", "metrics", "web-53"]);
-        assert_eq!(found[2].spec.id.as_str(), "node1:web1:53:udp");
+        assert_eq!(found[2].spec.id().as_str(), "node1:web1:53:udp");
         // SERVICE_NAME, NAME and APP, in that order, replace the image's name.
         for (key, expected) in [("SERVICE_NAME", "api"), ("NAME", "etc"), ("APP", "shop")] {
             let facts = container(
@@ -469,7 +469,7 @@ mod tests {
         let found = records(facts, &internal);
         let addresses: Vec<String> = found
             .iter()
-            .map(|r| r.spec.address.with_port(r.spec.port))
+            .map(|r| r.spec.address().with_port(r.spec.port()))
             .collect();
         assert_eq!(addresses, vec!["172.17.0.5:8080", "172.17.0.5:9090"]);
         let missing = Placement {
@@ -498,7 +498,7 @@ mod tests {
         });
         let found = records(facts, &placement());
         assert_eq!(
-            found[0].spec.address.with_port(found[0].spec.port),
+            found[0].spec.address().with_port(found[0].spec.port()),
             "127.0.0.1:8081"
         );
     }
@@ -523,20 +523,24 @@ mod tests {
         };
         let found = records(facts, &placement);
         // The domain keeps tags sorted and distinct.
-        assert_eq!(found[0].spec.tags, vec!["docker", "http", "prod"]);
-        assert_eq!(found[1].spec.tags, vec!["blue", "docker", "green", "prod"]);
+        assert_eq!(found[0].spec.tags(), vec!["docker", "http", "prod"]);
         assert_eq!(
-            found[0].spec.meta["region"], "us",
+            found[1].spec.tags(),
+            vec!["blue", "docker", "green", "prod"]
+        );
+        assert_eq!(
+            found[0].spec.meta()["region"],
+            "us",
             "the port's own setting wins"
         );
-        assert_eq!(found[1].spec.meta["region"], "eu");
-        assert_eq!(found[1].spec.meta["owner"], "payments");
-        assert!(!found[1].spec.meta.contains_key("unrelated"));
-        assert!(!found[1].spec.meta.contains_key("tags"));
+        assert_eq!(found[1].spec.meta()["region"], "eu");
+        assert_eq!(found[1].spec.meta()["owner"], "payments");
+        assert!(!found[1].spec.meta().contains_key("unrelated"));
+        assert!(!found[1].spec.meta().contains_key("tags"));
         // TAGS (service-registrar) when SERVICE_TAGS is absent.
         let facts = container(&[("TAGS", "a,b")], &[(80, Proto::Tcp, Some(1))]);
         assert_eq!(
-            records(facts, &placement).remove(0).spec.tags,
+            records(facts, &placement).remove(0).spec.tags(),
             vec!["a", "b", "docker"]
         );
     }

@@ -100,9 +100,9 @@ fn log_put(record: &Record, replaced: bool) {
     metrics::counter!("berth_agent_registrations_total").increment(1);
     let spec = &record.spec;
     tracing::info!(
-        service = %spec.service,
-        id = %spec.id,
-        address = %spec.address.with_port(spec.port),
+        service = %spec.service(),
+        id = %spec.id(),
+        address = %spec.address().with_port(spec.port()),
         container = %record.container.name,
         "{}",
         if replaced { "updated" } else { "registered" }

@@ -4,8 +4,7 @@
 
 use crate::native::instances::service_body;
 use berth_domain::{InstanceFilter, ServiceName};
-use berth_registry::ServiceView;
-use berth_store::Revision;
+use berth_registry::{Revision, ServiceView};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -6,7 +6,6 @@ use axum::response::{IntoResponse, Response};
 use berth_domain::ValidationErrors;
 use berth_domain::catalog::CatalogError;
 use berth_registry::RegistryError;
-use berth_store::StoreError;
 use serde::Serialize;
 
 #[derive(Debug)]
@@ -111,23 +110,12 @@ impl From<RegistryError> for ApiError {
             RegistryError::Unavailable(message) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }
-            RegistryError::Store(StoreError::RequestTooLarge { size, limit }) => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the record of {size} bytes exceeds the store's limit of {limit} bytes"),
-            ),
-            RegistryError::Store(StoreError::TooManyOperations { limit, .. }) => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("the change needs more than the store's {limit} operations at once"),
-            ),
-            RegistryError::Store(error) => {
-                tracing::error!(%error, "store failure while serving a request");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    error.to_string(),
-                )
+            RegistryError::TooLarge(message) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+            }
+            RegistryError::Internal(message) => {
+                tracing::error!(error = %message, "internal failure while serving a request");
+                internal(message)
             }
         }
     }
@@ -173,3 +161,12 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A fault of the server, not of the request.
+pub(crate) fn internal(error: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        error.to_string(),
+    )
+}

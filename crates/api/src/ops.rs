@@ -11,7 +11,7 @@ use serde_json::json;
 pub async fn health(State(state): State<ApiState>) -> Response {
     let registry = &state.registry;
     let store = registry.store_kind().as_str();
-    match berth_store::Store::status(registry.store()).await {
+    match registry.store_status().await {
         Ok(status) => axum::Json(json!({
             "status": "ok",
             "version": state.version,

@@ -2,7 +2,7 @@
 //! created.
 
 use crate::error::ApiResult;
-use crate::native::instances::internal;
+use crate::error::internal;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;

@@ -136,26 +136,101 @@ pub struct InstanceDraft {
     pub meta: BTreeMap<String, String>,
 }
 
-/// A validated registration: everything the client decides about an instance.
+/// A validated registration: everything the client decides about an instance. Only
+/// [`InstanceDraft::validate`] makes one, and its fields can only be read, so whatever holds an
+/// `InstanceSpec` holds one that obeys every rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstanceSpec {
-    pub service: ServiceName,
-    pub id: InstanceId,
-    pub address: Address,
-    pub port: u16,
-    pub ttl: Duration,
+    service: ServiceName,
+    id: InstanceId,
+    address: Address,
+    port: u16,
+    ttl: Duration,
     // Boxed strings: a registry keeps many instances in memory, and most of these are short
     // or absent.
-    pub version: Option<Box<str>>,
-    pub revision: Option<Box<str>>,
-    pub repo: Option<Box<str>>,
-    pub zone: Option<Box<str>>,
-    pub region: Option<Box<str>>,
-    pub instance_ref: Option<Box<str>>,
-    pub weight: u8,
-    pub canary: bool,
-    pub tags: Vec<String>,
-    pub meta: BTreeMap<String, String>,
+    version: Option<Box<str>>,
+    revision: Option<Box<str>>,
+    repo: Option<Box<str>>,
+    zone: Option<Box<str>>,
+    region: Option<Box<str>>,
+    instance_ref: Option<Box<str>>,
+    weight: u8,
+    canary: bool,
+    tags: Vec<String>,
+    meta: BTreeMap<String, String>,
+}
+
+impl InstanceSpec {
+    pub fn service(&self) -> &ServiceName {
+        &self.service
+    }
+
+    pub fn id(&self) -> &InstanceId {
+        &self.id
+    }
+
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    pub fn version(&self) -> Option<&str> {
+        self.version.as_deref()
+    }
+
+    pub fn revision(&self) -> Option<&str> {
+        self.revision.as_deref()
+    }
+
+    pub fn repo(&self) -> Option<&str> {
+        self.repo.as_deref()
+    }
+
+    pub fn zone(&self) -> Option<&str> {
+        self.zone.as_deref()
+    }
+
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_deref()
+    }
+
+    /// An external reference to the instance (lyft's `instance_id`, a cloud instance id).
+    pub fn instance_ref(&self) -> Option<&str> {
+        self.instance_ref.as_deref()
+    }
+
+    /// Load-balancing weight, 1 to 100.
+    pub fn weight(&self) -> u8 {
+        self.weight
+    }
+
+    pub fn canary(&self) -> bool {
+        self.canary
+    }
+
+    /// Sorted, without duplicates.
+    pub fn tags(&self) -> &[String] {
+        &self.tags
+    }
+
+    pub fn meta(&self) -> &BTreeMap<String, String> {
+        &self.meta
+    }
+
+    /// Makes the service name share `shared`'s allocation when they are equal (a registry
+    /// keeps one copy of the name for every instance of a service).
+    pub fn share_service_name(&mut self, shared: &ServiceName) {
+        if &self.service == shared {
+            self.service = shared.clone();
+        }
+    }
 }
 
 impl InstanceDraft {

@@ -21,11 +21,17 @@ pub enum RegistryError {
     /// A catalog rule refused the command (a taken port, a cycle, a missing kind…).
     #[error("{0}")]
     Catalog(CatalogError),
+    /// The request is more than the store takes at once: a record over its size limit, or a
+    /// change over its operation limit.
+    #[error("{0}")]
+    TooLarge(String),
     /// The store cannot be reached or is shutting down; retrying later may succeed.
     #[error("{0}")]
     Unavailable(String),
-    #[error("store: {0}")]
-    Store(StoreError),
+    /// A fault of berth or its store, not of the request (a stored record that does not
+    /// decode, a storage failure): logged, and answered as a server error.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl From<StoreError> for RegistryError {
@@ -35,7 +41,13 @@ impl From<StoreError> for RegistryError {
             StoreError::Closed => {
                 RegistryError::Unavailable("the registry is shutting down".into())
             }
-            other => RegistryError::Store(other),
+            StoreError::RequestTooLarge { size, limit } => RegistryError::TooLarge(format!(
+                "the record of {size} bytes exceeds the store's limit of {limit} bytes"
+            )),
+            StoreError::TooManyOperations { limit, .. } => RegistryError::TooLarge(format!(
+                "the change needs more than the store's {limit} operations at once"
+            )),
+            other => RegistryError::Internal(format!("store: {other}")),
         }
     }
 }

@@ -41,8 +41,54 @@ pub fn port_key(port: u16) -> Bytes {
     Bytes::from(format!("{PORTS}{port:05}"))
 }
 
+pub fn kind_key(name: &str) -> Bytes {
+    Bytes::from(format!("{KINDS}{name}"))
+}
+
+pub fn app_key(id: &str) -> Bytes {
+    Bytes::from(format!("{APPS}{id}"))
+}
+
+/// A backend's (`BACKENDS`) or frontend's (`FRONTENDS`) key.
+pub fn entity_key(collection: &str, name: &str) -> Bytes {
+    Bytes::from(format!("{collection}{name}"))
+}
+
+/// `/berth/journal/{collection}/`: every entry of every record of a collection.
+pub fn journal_collection(collection: &str) -> String {
+    format!("{JOURNAL}{collection}/")
+}
+
+/// `/berth/journal/{collection}/{name}/`: every entry of one record.
 pub fn journal_prefix(collection: &str, name: &str) -> String {
     format!("{JOURNAL}{collection}/{name}/")
+}
+
+/// One journal entry's key: the record's prefix, then the wall time, a per-process random
+/// number and a counter, so keys are unique across nodes and sort by time.
+pub fn journal_key(collection: &str, name: &str, at_millis: u64) -> Bytes {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static NODE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let node = *NODE.get_or_init(|| {
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    });
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    Bytes::from(format!(
+        "{}{at_millis:013}-{node:016x}-{count:08x}",
+        journal_prefix(collection, name)
+    ))
+}
+
+/// Every instance of `service`, or of every service.
+pub fn instances_of(service: Option<&str>) -> String {
+    match service {
+        Some(service) => format!("{INSTANCES}{service}/"),
+        None => INSTANCES.to_string(),
+    }
 }
 
 pub fn instance_key(service: &str, id: &str) -> Bytes {

@@ -6,28 +6,31 @@
 pub mod catalog;
 mod clock;
 mod error;
-mod events;
-mod instances;
 mod keys;
-mod records;
-mod view;
+mod live;
 
 pub use clock::{SystemWallClock, WallClock};
 pub use error::{RegistryError, Result};
-pub use events::{EventBatch, EventItem, EventSubscription, InstanceEvent, InstanceEventKind};
-pub use instances::{HeartbeatAck, InstanceRef, Registered, RegistrationOutcome};
-pub use records::StoredInstance;
-pub use view::{LiveInstance, ServiceSummary, ServiceView};
+pub use live::commands::{HeartbeatAck, InstanceRef, Registered, RegistrationOutcome};
+pub use live::events::{
+    EventBatch, EventItem, EventSubscription, InstanceEvent, InstanceEventKind,
+};
+pub use live::records::StoredInstance;
+pub use live::view::{LiveInstance, ServiceSummary, ServiceView};
 
 use berth_domain::catalog::allocator::PortRange;
 use berth_domain::{Instance, InstanceDefaults, InstanceId, ServiceName, Timestamp};
-use berth_store::{AnyStore, RangeRequest, Revision, Store, StoreError, StoreKind};
+use berth_store::{AnyStore, RangeRequest, Store, StoreError};
+
+/// What surfaces need of the store's vocabulary, so none of them depends on the store.
+pub use berth_store::{Revision, StoreKind, StoreStatus};
 use bytes::Bytes;
+use live::events;
+use live::view::InstanceView;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
-use view::InstanceView;
 
 use catalog::view::CatalogView;
 
@@ -146,8 +149,14 @@ impl Registry {
         Ok(registry)
     }
 
-    pub fn store(&self) -> &AnyStore {
+    pub(crate) fn store(&self) -> &AnyStore {
         &self.inner.store
+    }
+
+    /// The store's own revision (one round trip on etcd): `Unavailable` when it does not
+    /// answer.
+    pub async fn store_status(&self) -> Result<StoreStatus> {
+        Ok(self.inner.store.status().await?)
     }
 
     pub fn store_kind(&self) -> StoreKind {

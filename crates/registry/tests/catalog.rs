@@ -5,8 +5,8 @@
 use berth_domain::Timestamp;
 use berth_domain::catalog::allocator::PortRange;
 use berth_domain::catalog::{
-    AppId, Application, ApplicationDraft, CatalogError, Kind, KindName, NewApplication,
-    PortAssignment, PortChoice,
+    AppId, ApplicationDraft, CatalogError, Kind, KindDraft, KindName, NewApplication, PortChoice,
+    PortDraft, WholeApplicationDraft,
 };
 use berth_registry::catalog::{AppQuery, AppSort, CatalogSnapshot, ChangeType};
 use berth_registry::{Registry, RegistryConfig, RegistryError, SystemWallClock};
@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 struct Fixture {
     registry: Registry,
+    store: EmbeddedStore,
     _dir: tempfile::TempDir,
 }
 
@@ -26,7 +27,7 @@ async fn fixture_with(ports: PortRange) -> Fixture {
         .await
         .unwrap();
     let registry = Registry::start(
-        AnyStore::Embedded(store),
+        AnyStore::Embedded(store.clone()),
         RegistryConfig {
             ports,
             ..RegistryConfig::default()
@@ -37,6 +38,7 @@ async fn fixture_with(ports: PortRange) -> Fixture {
     .unwrap();
     Fixture {
         registry,
+        store,
         _dir: dir,
     }
 }
@@ -51,6 +53,16 @@ fn app(id: &str) -> AppId {
 
 fn kind(name: &str) -> KindName {
     KindName::parse("kind", name).unwrap()
+}
+
+fn new_kind(name: &str, default_port: i64) -> Kind {
+    KindDraft {
+        name: Some(name.into()),
+        default_port: Some(default_port),
+        offset: None,
+    }
+    .validate(None, 10)
+    .unwrap()
 }
 
 fn new_app(id: &str, kind: &str, dependencies: &[&str]) -> NewApplication {
@@ -69,7 +81,7 @@ async fn create(registry: &Registry, id: &str, kind: &str) -> u16 {
         .create_app(new_app(id, kind, &[]))
         .await
         .unwrap()
-        .ports[0]
+        .ports()[0]
         .external
 }
 
@@ -97,7 +109,7 @@ async fn flows_worked_example_number_for_number() {
         .await
         .unwrap()
         .iter()
-        .map(|k| k.kind.name.to_string())
+        .map(|k| k.kind.name().to_string())
         .collect();
     assert_eq!(kinds, vec!["nodejs", "play", "postgresql"], "seeded kinds");
     assert_eq!(create(r, "registry", "play").await, 6011);
@@ -106,17 +118,11 @@ async fn flows_worked_example_number_for_number() {
     assert_eq!(create(r, "user", "play").await, 6031);
     assert_eq!(add_kind(r, "registry", "nodejs").await, 6010);
     assert_eq!(create(r, "registry-api2", "play").await, 6041);
-    r.create_kind(Kind {
-        name: kind("redis"),
-        default_port: 6379,
-        offset: None,
-    })
-    .await
-    .unwrap();
+    r.create_kind(new_kind("redis", 6379)).await.unwrap();
     assert_eq!(add_kind(r, "www", "redis").await, 6022);
     // Internal ports come from the kind.
     let www = r.app(&app("www")).await.unwrap().unwrap();
-    let internals: Vec<u16> = www.ports.iter().map(|p| p.internal).collect();
+    let internals: Vec<u16> = www.ports().iter().map(|p| p.internal).collect();
     assert_eq!(internals, vec![7050, 6379]);
 }
 
@@ -183,7 +189,7 @@ async fn explicit_ports_are_checked_and_kept_unique() {
         .await
         .unwrap();
     assert_eq!(
-        (chosen.ports[0].external, chosen.ports[0].internal),
+        (chosen.ports()[0].external, chosen.ports()[0].internal),
         (30_000, 1234)
     );
     // One explicit port far up pushes every later new family above it.
@@ -238,8 +244,8 @@ async fn every_cycle_is_refused_with_its_path() {
         .await
         .unwrap();
     assert_eq!(
-        r.app(&app("aa")).await.unwrap().unwrap().dependencies,
-        [app("cc")].into()
+        r.app(&app("aa")).await.unwrap().unwrap().dependencies(),
+        &BTreeSet::from([app("cc")])
     );
     r.remove_dependency(&app("aa"), &app("bb")).await.unwrap();
     // Waves, dependencies first.
@@ -314,9 +320,9 @@ async fn two_hundred_concurrent_allocations_are_all_distinct() {
     for task in tasks {
         let app = task.await.unwrap().unwrap();
         assert!(
-            ports.insert(app.ports[0].external),
+            ports.insert(app.ports()[0].external),
             "port {} twice",
-            app.ports[0].external
+            app.ports()[0].external
         );
     }
     assert_eq!(ports.len(), 200);
@@ -339,13 +345,7 @@ async fn kinds_can_only_be_deleted_when_unused() {
     ));
     // Allocating while a deletion runs: either the allocation wins and the deletion is
     // refused, or the deletion wins and the allocation finds no kind. Never both.
-    r.create_kind(Kind {
-        name: kind("racy"),
-        default_port: 1000,
-        offset: None,
-    })
-    .await
-    .unwrap();
+    r.create_kind(new_kind("racy", 1000)).await.unwrap();
     let racy = kind("racy");
     let (deleted, allocated) = tokio::join!(
         r.delete_kind(&racy),
@@ -372,7 +372,7 @@ async fn every_change_is_journalled() {
         vec![ChangeType::Insert, ChangeType::Update, ChangeType::Delete]
     );
     assert!(history.windows(2).all(|w| w[0].revision < w[1].revision));
-    assert_eq!(history[1].record.ports.len(), 2);
+    assert_eq!(history[1].record.ports().len(), 2);
     let kinds = r.kind_history(&kind("play")).await.unwrap();
     assert_eq!(kinds[0].change, ChangeType::Insert);
 }
@@ -390,7 +390,7 @@ async fn apps_filter_and_sort_like_flow_and_port_descends() {
         create(r, id, kind_name).await;
     }
     let ids = |apps: Vec<berth_domain::catalog::Application>| -> Vec<String> {
-        apps.into_iter().map(|a| a.id.to_string()).collect()
+        apps.into_iter().map(|a| a.id().to_string()).collect()
     };
     let family = AppQuery {
         prefix: Some("shop".into()),
@@ -469,16 +469,18 @@ fn bulk_snapshot(count: usize) -> CatalogSnapshot {
         .map(|i| {
             let family = (i / 3) as u16;
             let block = 6_010 + (family / 9) * 100 + (family % 9) * 10;
-            Application {
-                id: id(i),
-                ports: vec![PortAssignment {
-                    kind: kind(kinds[i % 3]),
-                    external: block + [0, 1, 9][i % 3],
-                    internal: 8000,
+            WholeApplicationDraft {
+                id: Some(id(i).to_string()),
+                ports: vec![PortDraft {
+                    kind: Some(kinds[i % 3].into()),
+                    external: Some(i64::from(block + [0, 1, 9][i % 3])),
+                    internal: Some(8000),
                 }],
-                dependencies: (i > 0).then(|| id(i - 1)).into_iter().collect(),
+                dependencies: (i > 0).then(|| id(i - 1).to_string()).into_iter().collect(),
                 created_at: Timestamp::from_millis(0),
             }
+            .validate()
+            .unwrap()
         })
         .collect();
     CatalogSnapshot {
@@ -498,7 +500,7 @@ async fn an_import_bigger_than_one_transaction_lands_whole() {
     assert_eq!(summary.applications, 1_500);
     let exported = target.registry.export().await.unwrap();
     let ids = |s: &CatalogSnapshot| -> BTreeSet<AppId> {
-        s.applications.iter().map(|a| a.id.clone()).collect()
+        s.applications.iter().map(|a| a.id().clone()).collect()
     };
     assert_eq!(ids(&exported), ids(&snapshot));
     let waves = target.registry.start_waves().await.unwrap();
@@ -514,15 +516,15 @@ async fn an_import_that_loses_a_race_between_parts_leaves_nothing() {
     for _round in 0..3 {
         let importer = fixture().await;
         let other = Registry::start(
-            importer.registry.store().clone(),
+            AnyStore::Embedded(importer.store.clone()),
             RegistryConfig::default(),
             Arc::new(SystemWallClock),
         )
         .await
         .unwrap();
         let snapshot = bulk_snapshot(3_000);
-        let last = snapshot.applications.last().unwrap().id.clone();
-        let first = snapshot.applications[0].id.clone();
+        let last = snapshot.applications.last().unwrap().id().clone();
+        let first = snapshot.applications[0].id().clone();
         let import = {
             let registry = importer.registry.clone();
             tokio::spawn(async move { registry.import(snapshot).await })
@@ -543,7 +545,7 @@ async fn an_import_that_loses_a_race_between_parts_leaves_nothing() {
             }
             (Err(RegistryError::Conflict { .. }), Ok(_)) => {
                 undone += 1;
-                let ids: Vec<&str> = apps.iter().map(|a| a.id.as_str()).collect();
+                let ids: Vec<&str> = apps.iter().map(|a| a.id().as_str()).collect();
                 assert_eq!(ids, vec![last.as_str()], "a half import remains");
                 let history = importer.registry.app_history(&first).await.unwrap();
                 assert!(history.is_empty(), "{history:?}");

@@ -73,7 +73,7 @@ async fn next_events(
             batch
                 .events
                 .iter()
-                .map(|e| (e.kind, e.instance.instance.spec.id.to_string()))
+                .map(|e| (e.kind, e.instance.instance.spec.id().to_string()))
                 .collect(),
         ),
         other => panic!("expected an event batch, got {other:?}"),
@@ -172,9 +172,16 @@ async fn same_registration_renews_without_a_write_and_changes_update() {
         "a renewal wrote"
     );
 
-    let mut changed = spec("api", "10.0.0.2", 81, 10_000);
-    changed.weight = 7;
-    changed.tags = vec!["blue".into()];
+    let changed = InstanceDraft {
+        address: Some("10.0.0.2".into()),
+        port: Some(81),
+        ttl_ms: Some(10_000),
+        weight: Some(7),
+        tags: vec!["blue".into()],
+        ..InstanceDraft::default()
+    }
+    .validate("api", None, &InstanceDefaults::default())
+    .unwrap();
     let updated = f.registry.register(changed).await.unwrap();
     assert_eq!(updated.outcome, RegistrationOutcome::Updated);
     assert_eq!(updated.instance.registered_at, first.instance.registered_at);
@@ -246,7 +253,7 @@ async fn several_ports_per_address_are_several_instances() {
     let ids: Vec<String> = view
         .instances
         .iter()
-        .map(|i| i.instance.spec.id.to_string())
+        .map(|i| i.instance.spec.id().to_string())
         .collect();
     assert_eq!(ids, vec!["10.0.0.9:8080", "10.0.0.9:8081", "10.0.0.9:8082"]);
 }

@@ -20,7 +20,7 @@ pub struct BerthTarget {
 }
 
 pub fn key_of(record: &Record) -> String {
-    format!("{}/{}", record.spec.service, record.spec.id)
+    format!("{}/{}", record.spec.service(), record.spec.id())
 }
 
 fn fingerprint_of(
@@ -38,12 +38,12 @@ fn fingerprint_of(
 pub fn fingerprint(record: &Record) -> String {
     let spec = &record.spec;
     fingerprint_of(
-        &spec.address.to_string(),
-        spec.port,
-        spec.ttl.as_millis() as u64,
-        spec.version.as_deref(),
-        &spec.tags,
-        &spec.meta,
+        &spec.address().to_string(),
+        spec.port(),
+        spec.ttl().as_millis() as u64,
+        spec.version(),
+        spec.tags(),
+        spec.meta(),
     )
 }
 
@@ -61,13 +61,13 @@ fn instance_fingerprint(instance: &Instance) -> String {
 fn registration(record: &Record) -> Registration {
     let spec = &record.spec;
     Registration {
-        id: Some(spec.id.to_string()),
-        address: spec.address.to_string(),
-        port: spec.port,
-        ttl_ms: Some(spec.ttl.as_millis() as u64),
-        version: spec.version.as_deref().map(String::from),
-        tags: spec.tags.clone(),
-        meta: spec.meta.clone(),
+        id: Some(spec.id().to_string()),
+        address: spec.address().to_string(),
+        port: spec.port(),
+        ttl_ms: Some(spec.ttl().as_millis() as u64),
+        version: spec.version().map(String::from),
+        tags: spec.tags().to_vec(),
+        meta: spec.meta().clone(),
         ..Registration::default()
     }
 }
@@ -142,7 +142,7 @@ impl BerthTarget {
 
     pub async fn put(&self, record: &Record) -> Result<(), TargetError> {
         let registration = registration(record);
-        let service = record.spec.service.as_str();
+        let service = record.spec.service().as_str();
         self.call(|client| {
             let registration = registration.clone();
             async move { client.register(service, &registration).await }
@@ -167,8 +167,8 @@ impl BerthTarget {
     pub async fn renew(&self, records: &[(&String, &Record)]) -> Result<Vec<String>, TargetError> {
         let answers: Vec<(String, Result<(), ClientError>)> = stream::iter(records)
             .map(|(key, record)| async move {
-                let service = record.spec.service.as_str();
-                let id = record.spec.id.as_str();
+                let service = record.spec.service().as_str();
+                let id = record.spec.id().as_str();
                 let answer = self
                     .call(|client| async move { client.heartbeat(service, id).await.map(|_| ()) })
                     .await;

@@ -76,9 +76,9 @@ impl EtcdLayout {
         let mut doc = Map::new();
         doc.insert("id".into(), json!(container.id));
         doc.insert("host".into(), json!(host_id));
-        doc.insert("ipaddress".into(), json!(record.spec.address.to_string()));
+        doc.insert("ipaddress".into(), json!(record.spec.address().to_string()));
         doc.insert("env".into(), json!(container.env));
-        doc.insert("tags".into(), json!(record.spec.tags));
+        doc.insert("tags".into(), json!(record.spec.tags()));
         doc.insert("name".into(), json!(format!("/{}", container.name)));
         doc.insert("image".into(), json!(container.image));
         doc.insert("hostname".into(), json!(container.hostname));

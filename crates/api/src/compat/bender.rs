@@ -93,14 +93,14 @@ type BenderResult<T> = Result<T, BenderError>;
 /// as HTTP registrations had it; `registered` is the last renewal this node saw (ms).
 fn row(live: &LiveInstance) -> Value {
     let spec = &live.instance.spec;
-    let version = spec.version.as_deref().unwrap_or("");
-    let host = spec.address.to_string();
+    let version = spec.version().unwrap_or("");
+    let host = spec.address().to_string();
     json!({
-        "id": format!("registration/{}/{version}/{host}/{}", spec.service, spec.port),
-        "app": spec.service.as_str(),
+        "id": format!("registration/{}/{version}/{host}/{}", spec.service(), spec.port()),
+        "app": spec.service().as_str(),
         "version": version,
         "host": host,
-        "port": spec.port.to_string(),
+        "port": spec.port().to_string(),
         "registered": live.last_heartbeat().millis(),
         "resource": "Registration",
     })
@@ -174,7 +174,7 @@ async fn version_registrations(
     let instances: Vec<Arc<LiveInstance>> = instances_of(&state, &app)
         .await?
         .into_iter()
-        .filter(|l| l.instance.spec.version.as_deref() == Some(version.as_str()))
+        .filter(|l| l.instance.spec.version() == Some(version.as_str()))
         .collect();
     Ok(rows(&instances))
 }
@@ -190,21 +190,21 @@ fn extras(extra: &BTreeMap<String, RawJson>, row: &mut Map<String, Value>) {
 
 fn backend_row(backend: &Backend) -> Value {
     let mut row = Map::new();
-    extras(&backend.extra, &mut row);
-    row.insert("id".into(), json!(format!("backend/{}", backend.name)));
-    row.insert("name".into(), json!(backend.name.as_str()));
-    row.insert("app".into(), json!(backend.app.as_str()));
-    row.insert("version".into(), json!(backend.version));
+    extras(backend.extra(), &mut row);
+    row.insert("id".into(), json!(format!("backend/{}", backend.name())));
+    row.insert("name".into(), json!(backend.name().as_str()));
+    row.insert("app".into(), json!(backend.app().as_str()));
+    row.insert("version".into(), json!(backend.version()));
     row.insert("resource".into(), json!("Backend"));
     Value::Object(row)
 }
 
 fn frontend_row(frontend: &Frontend) -> Value {
     let mut row = Map::new();
-    extras(&frontend.extra, &mut row);
-    row.insert("id".into(), json!(format!("frontend/{}", frontend.name)));
-    row.insert("name".into(), json!(frontend.name.as_str()));
-    if let Some(backend) = &frontend.backend {
+    extras(frontend.extra(), &mut row);
+    row.insert("id".into(), json!(format!("frontend/{}", frontend.name())));
+    row.insert("name".into(), json!(frontend.name().as_str()));
+    if let Some(backend) = &frontend.backend() {
         row.insert("backend".into(), json!(backend));
     }
     row.insert("resource".into(), json!("Frontend"));
@@ -259,29 +259,31 @@ async fn list_backends(State(state): State<ApiState>) -> BenderResult<Response> 
     Ok(axum::Json(Value::Array(backends.iter().map(backend_row).collect())).into_response())
 }
 
+/// A body bender refuses: its first problem, in the domain's words (which are bender's).
+fn refused(errors: &berth_domain::ValidationErrors) -> BenderError {
+    BenderError::invalid(errors.first().message.clone())
+}
+
+/// Reads a backend or frontend body into its draft; a required field of another type is
+/// reported as a missing one would be (`missing` words it; `None`: not a required field).
+fn draft_or_missing<T>(
+    draft: crate::error::ApiResult<T>,
+    missing: impl Fn(&str) -> Option<&'static str>,
+) -> BenderResult<T> {
+    draft.map_err(|error| {
+        let message =
+            missing(error.field.as_deref().unwrap_or_default()).map_or(error.message, String::from);
+        BenderError::invalid(message)
+    })
+}
+
 async fn create_backend(State(state): State<ApiState>, request: Request) -> BenderResult<Response> {
     let body = body_object(request).await?;
-    if body
-        .get("name")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
-    {
-        return Err(BenderError::invalid("Backend name is required"));
-    }
-    let has = |field: &str| {
-        body.get(field)
-            .and_then(Value::as_str)
-            .is_some_and(|v| !v.is_empty())
-    };
-    if !has("app") || !has("version") {
-        return Err(BenderError::invalid(
-            "Application name and version are required",
-        ));
-    }
-    let draft = backend_draft(body).map_err(|e| BenderError::invalid(e.message))?;
-    let backend = draft
-        .validate()
-        .map_err(|e| BenderError::invalid(e.to_string()))?;
+    let draft = draft_or_missing(backend_draft(body), |field| match field {
+        "name" => Some("Backend name is required"),
+        _ => Some("Application name and version are required"),
+    })?;
+    let backend = draft.validate().map_err(|e| refused(&e))?;
     let backend = state
         .registry
         .create_backend(backend)
@@ -296,7 +298,7 @@ async fn create_backend(State(state): State<ApiState>, request: Request) -> Bend
         })?;
     Ok(created(
         backend_row(&backend),
-        format!("/backends/{}", backend.name),
+        format!("/backends/{}", backend.name()),
     ))
 }
 
@@ -341,17 +343,10 @@ async fn create_frontend(
     request: Request,
 ) -> BenderResult<Response> {
     let body = body_object(request).await?;
-    if body
-        .get("name")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
-    {
-        return Err(BenderError::invalid("Frontend name is required"));
-    }
-    let draft = frontend_draft(body).map_err(|e| BenderError::invalid(e.message))?;
-    let frontend = draft
-        .validate()
-        .map_err(|e| BenderError::invalid(e.to_string()))?;
+    let draft = draft_or_missing(frontend_draft(body), |field| {
+        (field == "name").then_some("Frontend name is required")
+    })?;
+    let frontend = draft.validate().map_err(|e| refused(&e))?;
     let frontend = state
         .registry
         .create_frontend(frontend)
@@ -366,7 +361,7 @@ async fn create_frontend(
         })?;
     Ok(created(
         frontend_row(&frontend),
-        format!("/frontends/{}", frontend.name),
+        format!("/frontends/{}", frontend.name()),
     ))
 }
 

@@ -13,11 +13,10 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_domain::ValidationErrors;
 use berth_domain::catalog::{
-    AppId, Application, ApplicationDraft, CatalogError, Kind, KindName, PortChoice,
-    validate_dependency_list,
+    AppId, Application, ApplicationDraft, CatalogError, Kind, KindDraft, KindName,
 };
 use berth_registry::RegistryError;
-use berth_registry::catalog::{AppQuery, AppSort, DependencyChange, HistoryEntry, StoredKind};
+use berth_registry::catalog::{AppQuery, AppSort, HistoryEntry, StoredKind};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -115,12 +114,18 @@ fn messages(errors: &ValidationErrors) -> FlowError {
         errors
             .all()
             .iter()
-            .map(|e| match (e.field.as_str(), e.message.as_str()) {
-                ("kind", "is required") => "Must specify service when creating application".into(),
-                _ => e.message.clone(),
-            })
+            .map(|e| flow_message(&e.field, &e.message))
             .collect(),
     )
+}
+
+/// A domain rule's message in flow's words (most already are).
+fn flow_message(field: &str, message: &str) -> String {
+    match (field, message) {
+        ("kind", "is required") => "Must specify service when creating application".into(),
+        ("kind", _) => "Service not found".into(),
+        _ => message.to_string(),
+    }
 }
 
 /// A catalog rule's refusal, in flow's words. `adding` is the dependency being added, for the
@@ -201,9 +206,9 @@ struct ApplicationDto<'a> {
 
 fn application(app: &Application) -> ApplicationDto<'_> {
     ApplicationDto {
-        id: app.id.as_str(),
+        id: app.id().as_str(),
         ports: app
-            .ports
+            .ports()
             .iter()
             .map(|p| PortDto {
                 service: ServiceRef {
@@ -213,12 +218,12 @@ fn application(app: &Application) -> ApplicationDto<'_> {
                 internal: p.internal,
             })
             .collect(),
-        dependencies: app.dependencies.iter().map(AppId::as_str).collect(),
+        dependencies: app.dependencies().iter().map(AppId::as_str).collect(),
     }
 }
 
 fn service(kind: &Kind) -> Value {
-    json!({"id": kind.name.as_str(), "default_port": kind.default_port})
+    json!({"id": kind.name().as_str(), "default_port": kind.default_port()})
 }
 
 fn ok<T: Serialize>(status: StatusCode, body: &T) -> Response {
@@ -302,17 +307,66 @@ async fn create_application(
     request: Request,
 ) -> FlowResult<Response> {
     let fields = read_fields(request).await.map_err(FlowError::unreadable)?;
-    let new = ApplicationDraft {
+    let draft = ApplicationDraft {
         id: fields.text("id"),
         kind: fields.text("service"),
         external: port_field(&fields, "external")?,
         internal: port_field(&fields, "internal")?,
         dependencies: fields.texts("dependency"),
-    }
-    .validate()
-    .map_err(|e| messages(&e))?;
+    };
+    let new = match draft.clone().validate() {
+        Ok(new) => new,
+        Err(errors) => return Err(every_problem(&state, &draft, &errors, true).await),
+    };
     let app = state.registry.create_app(new).await?;
     Ok(ok(StatusCode::CREATED, &application(&app)))
+}
+
+/// Every problem of an application request at once, in the order flow reported them: the
+/// input's own problems, and (as flow's validation also looked) whether the id is taken and
+/// the service exists. The existence checks are reads for the report only; the write itself
+/// is one command that checks again.
+async fn every_problem(
+    state: &ApiState,
+    draft: &ApplicationDraft,
+    errors: &ValidationErrors,
+    creating: bool,
+) -> FlowError {
+    // flow's order: the id, whether it is taken, the service, the ports, the dependencies.
+    let rank = |field: &str| match field {
+        "id" => 0,
+        "kind" => 2,
+        "external" | "internal" => 3,
+        _ => 4,
+    };
+    let mut problems: Vec<(u8, String)> = errors
+        .all()
+        .iter()
+        .map(|e| (rank(e.field.as_str()), flow_message(&e.field, &e.message)))
+        .collect();
+    let id = draft
+        .id
+        .as_deref()
+        .and_then(|id| AppId::parse("id", id).ok());
+    if creating
+        && let Some(id) = &id
+        && matches!(state.registry.app(id).await, Ok(Some(_)))
+    {
+        problems.push((1, "Application with this id already exists".into()));
+    }
+    if let Some(service) = draft.kind.as_deref()
+        && !problems.iter().any(|(rank, _)| *rank == 2)
+    {
+        let known = match KindName::parse("service", service) {
+            Ok(kind) => matches!(state.registry.kind(&kind).await, Ok(Some(_))),
+            Err(_) => false,
+        };
+        if !known {
+            problems.push((2, "Service not found".into()));
+        }
+    }
+    problems.sort_by_key(|(rank, _)| *rank);
+    FlowError::Messages(problems.into_iter().map(|(_, message)| message).collect())
 }
 
 async fn get_application(
@@ -327,64 +381,41 @@ async fn get_application(
 }
 
 /// `PUT /applications/{id}`: creates (201, `service` required) or updates (200): a port of a
-/// new service, and the whole dependency list when given, in one transaction.
+/// new service, and the whole dependency list when given. One command, one transaction.
 async fn put_application(
     State(state): State<ApiState>,
     ApiPath(id): ApiPath<String>,
     request: Request,
 ) -> FlowResult<Response> {
     let fields = read_fields(request).await.map_err(FlowError::unreadable)?;
-    let choice = PortChoice::validate(
-        port_field(&fields, "external")?,
-        port_field(&fields, "internal")?,
-    )
-    .map_err(|e| messages(&e))?;
-    let service = fields.text("service");
-    let existing = match AppId::parse("id", &id) {
-        Ok(app) => state.registry.app(&app).await?,
-        Err(_) => None,
+    let draft = ApplicationDraft {
+        id: Some(id),
+        kind: fields.text("service"),
+        external: port_field(&fields, "external")?,
+        internal: port_field(&fields, "internal")?,
+        dependencies: fields.texts("dependency"),
     };
-    let Some(existing) = existing else {
-        let new = ApplicationDraft {
-            id: Some(id.clone()),
-            kind: Some(service.ok_or_else(|| {
-                FlowError::message("Must specify service when creating application")
-            })?),
-            external: choice.external.map(i64::from),
-            internal: choice.internal.map(i64::from),
-            dependencies: fields.texts("dependency"),
-        }
-        .validate()
-        .map_err(|e| messages(&e))?;
-        let app = state.registry.create_app(new).await?;
-        return Ok(ok(StatusCode::CREATED, &application(&app)));
+    let put = match draft.clone().validate_put(fields.contains("dependency")) {
+        Ok(put) => put,
+        Err(errors) => return Err(every_problem(&state, &draft, &errors, false).await),
     };
-    let add_kind = match service {
-        Some(name) => Some((
-            KindName::parse("service", &name)
-                .map_err(|_| FlowError::message("Service not found"))?,
-            choice,
-        )),
-        None => None,
-    };
-    let dependencies = if fields.contains("dependency") {
-        let list = validate_dependency_list(&existing.id, &fields.texts("dependency"))
-            .map_err(|e| messages(&e))?;
-        Some(DependencyChange::Replace(list))
-    } else {
-        None
-    };
-    let (app, _) = state
+    let app_id = put.id.clone();
+    let (app, created) = state
         .registry
-        .update_app(&existing.id, add_kind, dependencies)
+        .put_app(put)
         .await
         .map_err(|error| match error {
             RegistryError::Catalog(error @ CatalogError::Cycle(_)) => {
-                catalog_message(error, Some(&existing.id), None)
+                catalog_message(error, Some(&app_id), None)
             }
             other => registry_error(other),
         })?;
-    Ok(ok(StatusCode::OK, &application(&app)))
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(ok(status, &application(&app)))
 }
 
 async fn delete_application(
@@ -398,31 +429,34 @@ async fn delete_application(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// The app (404 when missing) and the dependency (422 in flow's words when missing).
-async fn app_and_dependency(
-    state: &ApiState,
-    id: &str,
-    dependency: &str,
-) -> FlowResult<(AppId, AppId)> {
-    let Ok(id) = AppId::parse("id", id) else {
-        return Err(FlowError::NotFound);
-    };
-    if state.registry.app(&id).await?.is_none() {
-        return Err(FlowError::NotFound);
-    }
-    let missing = || FlowError::message(format!("Application named[{dependency}] not found"));
-    let dependency = AppId::parse("dependency", dependency).map_err(|_| missing())?;
-    if state.registry.app(&dependency).await?.is_none() {
-        return Err(missing());
-    }
+/// The app and the dependency named in the path: a name that cannot be an application is a
+/// missing one (404 for the app, flow's 422 for the dependency).
+fn app_and_dependency(id: &str, dependency: &str) -> FlowResult<(AppId, AppId)> {
+    let id = AppId::parse("id", id).map_err(|_| FlowError::NotFound)?;
+    let dependency = AppId::parse("dependency", dependency).map_err(|_| missing(dependency))?;
     Ok((id, dependency))
+}
+
+fn missing(dependency: &str) -> FlowError {
+    FlowError::message(format!("Application named[{dependency}] not found"))
+}
+
+/// A dependency edit's refusal in flow's words.
+fn dependency_error(error: RegistryError, id: &AppId, dependency: &AppId) -> FlowError {
+    match error {
+        RegistryError::Catalog(error @ CatalogError::Cycle(_)) => {
+            catalog_message(error, Some(id), Some(dependency))
+        }
+        RegistryError::Catalog(CatalogError::DependencyMissing(_)) => missing(dependency.as_str()),
+        other => registry_error(other),
+    }
 }
 
 async fn put_dependency(
     State(state): State<ApiState>,
     ApiPath((id, dependency)): ApiPath<(String, String)>,
 ) -> FlowResult<Response> {
-    let (id, dependency) = app_and_dependency(&state, &id, &dependency).await?;
+    let (id, dependency) = app_and_dependency(&id, &dependency)?;
     if id == dependency {
         return Err(FlowError::message(format!(
             "Cannot declare dependency[{id}] on self"
@@ -432,15 +466,7 @@ async fn put_dependency(
         .registry
         .add_dependency(&id, &dependency)
         .await
-        .map_err(|error| match error {
-            RegistryError::Catalog(error @ CatalogError::Cycle(_)) => {
-                catalog_message(error, Some(&id), Some(&dependency))
-            }
-            RegistryError::Catalog(CatalogError::DependencyMissing(_)) => {
-                FlowError::message(format!("Application named[{dependency}] not found"))
-            }
-            other => registry_error(other),
-        })?;
+        .map_err(|error| dependency_error(error, &id, &dependency))?;
     Ok(ok(StatusCode::OK, &application(&app)))
 }
 
@@ -448,8 +474,12 @@ async fn delete_dependency(
     State(state): State<ApiState>,
     ApiPath((id, dependency)): ApiPath<(String, String)>,
 ) -> FlowResult<Response> {
-    let (id, dependency) = app_and_dependency(&state, &id, &dependency).await?;
-    let app = state.registry.remove_dependency(&id, &dependency).await?;
+    let (id, dependency) = app_and_dependency(&id, &dependency)?;
+    let app = state
+        .registry
+        .remove_dependency(&id, &dependency)
+        .await
+        .map_err(|error| dependency_error(error, &id, &dependency))?;
     Ok(ok(StatusCode::OK, &application(&app)))
 }
 
@@ -489,7 +519,7 @@ async fn application_versions(
     params: Params,
 ) -> FlowResult<Response> {
     let entries = state.registry.all_app_history().await?;
-    let selected = select_versions(&params, "application", entries, |app| app.id.as_str())?;
+    let selected = select_versions(&params, "application", entries, |app| app.id().as_str())?;
     let body: Vec<Value> = selected
         .iter()
         .map(|entry| {
@@ -507,7 +537,7 @@ async fn application_versions(
 async fn service_versions(State(state): State<ApiState>, params: Params) -> FlowResult<Response> {
     let entries = state.registry.all_kind_history().await?;
     let selected = select_versions(&params, "service", entries, |kind: &StoredKind| {
-        kind.kind.name.as_str()
+        kind.kind.name().as_str()
     })?;
     let body: Vec<Value> = selected
         .iter()
@@ -560,9 +590,9 @@ async fn applications_yaml(State(state): State<ApiState>) -> FlowResult<Response
     let listing: Vec<YamlApplication<'_>> = apps
         .iter()
         .map(|app| YamlApplication {
-            id: app.id.as_str(),
+            id: app.id().as_str(),
             ports: app
-                .ports
+                .ports()
                 .iter()
                 .map(|port| YamlPort {
                     healthcheck: match port.kind.as_str() {
@@ -571,7 +601,7 @@ async fn applications_yaml(State(state): State<ApiState>) -> FlowResult<Response
                             port: port.external,
                         }),
                         "postgresql" => Some(Healthcheck::Postgresql {
-                            dbname: app.id.as_str(),
+                            dbname: app.id().as_str(),
                             host: "ws",
                             port: port.external,
                             user: "api",
@@ -582,7 +612,7 @@ async fn applications_yaml(State(state): State<ApiState>) -> FlowResult<Response
                     internal: port.internal,
                 })
                 .collect(),
-            dependencies: app.dependencies.iter().map(AppId::as_str).collect(),
+            dependencies: app.dependencies().iter().map(AppId::as_str).collect(),
         })
         .collect();
     let text =
@@ -602,12 +632,12 @@ async fn list_services(State(state): State<ApiState>, params: Params) -> FlowRes
     let (limit, offset) = paging(&params)?;
     let mut kinds = state.registry.kinds().await?;
     match params.one("sort").unwrap_or("-created_at") {
-        "created_at" => kinds.sort_by_key(|k| (k.created_at, k.kind.name.clone())),
+        "created_at" => kinds.sort_by_key(|k| (k.created_at, k.kind.name().clone())),
         "-created_at" => {
-            kinds.sort_by_key(|k| std::cmp::Reverse((k.created_at, k.kind.name.clone())))
+            kinds.sort_by_key(|k| std::cmp::Reverse((k.created_at, k.kind.name().clone())))
         }
-        "id" => kinds.sort_by(|a, b| a.kind.name.cmp(&b.kind.name)),
-        "-id" => kinds.sort_by(|a, b| b.kind.name.cmp(&a.kind.name)),
+        "id" => kinds.sort_by(|a, b| a.kind.name().cmp(b.kind.name())),
+        "-id" => kinds.sort_by(|a, b| b.kind.name().cmp(a.kind.name())),
         other => {
             return Err(FlowError::message(format!(
                 "Invalid sort[{other}]. Valid values are: created_at, -created_at, id, -id"
@@ -617,7 +647,7 @@ async fn list_services(State(state): State<ApiState>, params: Params) -> FlowRes
     let ids = params.all("id");
     let body: Vec<Value> = kinds
         .iter()
-        .filter(|k| ids.is_empty() || ids.iter().any(|id| id == k.kind.name.as_str()))
+        .filter(|k| ids.is_empty() || ids.iter().any(|id| id == k.kind.name().as_str()))
         .skip(offset)
         .take(limit)
         .map(|k| service(&k.kind))
@@ -625,22 +655,12 @@ async fn list_services(State(state): State<ApiState>, params: Params) -> FlowRes
     Ok(ok(StatusCode::OK, &body))
 }
 
-/// flow's service rules on top of berth's kind rules: a default port above 1024.
-fn service_kind(
-    name: &str,
-    default_port: Option<String>,
-    existing_offset: Option<u8>,
-) -> FlowResult<Kind> {
+/// flow's service rule first (a default port above 1024, stricter than a kind's), then
+/// berth's kind rules; every problem reported at once.
+fn service_kind(state: &ApiState, name: &str, default_port: Option<String>) -> FlowResult<Kind> {
     let mut problems: Vec<String> = Vec::new();
-    let name = match KindName::parse("id", name) {
-        Ok(name) => Some(name),
-        Err(error) => {
-            problems.push(error.message);
-            None
-        }
-    };
     let port = match default_port.as_deref().map(str::parse::<i64>) {
-        Some(Ok(port)) if port > 1024 && port <= 65535 => Some(port as u16),
+        Some(Ok(port)) if port > 1024 && port <= 65535 => Some(port),
         Some(Ok(port)) if port > 65535 => {
             problems.push("Default port must be <= 65535".into());
             None
@@ -650,25 +670,32 @@ fn service_kind(
             None
         }
     };
-    match (name, port) {
-        (Some(name), Some(default_port)) if problems.is_empty() => Ok(Kind {
-            name,
-            default_port,
-            offset: existing_offset,
-        }),
-        _ => Err(FlowError::Messages(problems)),
+    let draft = KindDraft {
+        name: Some(name.into()),
+        default_port: port,
+        offset: None,
+    };
+    match draft.validate(None, state.registry.port_range().block_size) {
+        Ok(kind) if problems.is_empty() => Ok(kind),
+        Ok(_) => Err(FlowError::Messages(problems)),
+        Err(errors) => {
+            // The port's problem is already in flow's words.
+            let mut all: Vec<String> = errors
+                .all()
+                .iter()
+                .filter(|e| e.field != "default_port")
+                .map(|e| e.message.clone())
+                .collect();
+            all.extend(problems);
+            Err(FlowError::Messages(all))
+        }
     }
 }
 
 async fn create_service(State(state): State<ApiState>, request: Request) -> FlowResult<Response> {
     let fields = read_fields(request).await.map_err(FlowError::unreadable)?;
     let id = fields.text("id").unwrap_or_default();
-    if let Ok(name) = KindName::parse("id", &id)
-        && state.registry.kind(&name).await?.is_some()
-    {
-        return Err(FlowError::message("Service with this id already exists"));
-    }
-    let kind = service_kind(&id, fields.text("default_port"), None)?;
+    let kind = service_kind(&state, &id, fields.text("default_port"))?;
     let created = state.registry.create_kind(kind).await?;
     Ok(ok(StatusCode::CREATED, &service(&created.kind)))
 }
@@ -696,16 +723,8 @@ async fn put_service(
     request: Request,
 ) -> FlowResult<Response> {
     let fields = read_fields(request).await.map_err(FlowError::unreadable)?;
-    let existing = match KindName::parse("id", &id) {
-        Ok(name) => state.registry.kind(&name).await?,
-        Err(_) => None,
-    };
-    let kind = service_kind(
-        &id,
-        fields.text("default_port"),
-        existing.and_then(|k| k.kind.offset),
-    )?;
-    let (stored, created) = state.registry.upsert_kind(kind).await?;
+    let kind = service_kind(&state, &id, fields.text("default_port"))?;
+    let (stored, created) = state.registry.upsert_kind(kind, true).await?;
     let status = if created {
         StatusCode::CREATED
     } else {

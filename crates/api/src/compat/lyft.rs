@@ -10,7 +10,9 @@ use crate::{ApiState, Routes, Surface};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use berth_domain::{Address, Instance, InstanceDefaults, InstanceDraft, InstanceId, ServiceName};
+use berth_domain::{
+    Address, Instance, InstanceDefaults, InstanceDraft, InstanceId, InstanceSpec, ServiceName,
+};
 use berth_registry::{InstanceRef, LiveInstance, RegistryError};
 use serde_json::{Map, Value, json};
 use std::net::{IpAddr, SocketAddr};
@@ -109,15 +111,15 @@ fn python_datetime(at: berth_domain::Timestamp) -> String {
 fn tags(instance: &Instance) -> Map<String, Value> {
     let spec = &instance.spec;
     let mut tags = Map::new();
-    tags.insert("az".into(), json!(spec.zone.as_deref().unwrap_or("")));
-    tags.insert("region".into(), json!(spec.region.as_deref().unwrap_or("")));
+    tags.insert("az".into(), json!(spec.zone().unwrap_or("")));
+    tags.insert("region".into(), json!(spec.region().unwrap_or("")));
     tags.insert(
         "instance_id".into(),
-        json!(spec.instance_ref.as_deref().unwrap_or("")),
+        json!(spec.instance_ref().unwrap_or("")),
     );
-    tags.insert("canary".into(), json!(spec.canary));
-    tags.insert("load_balancing_weight".into(), json!(spec.weight));
-    for (key, value) in &spec.meta {
+    tags.insert("canary".into(), json!(spec.canary()));
+    tags.insert("load_balancing_weight".into(), json!(spec.weight()));
+    for (key, value) in spec.meta() {
         if let Some(tag) = key.strip_prefix(TAG_META_PREFIX) {
             tags.insert(
                 tag.into(),
@@ -131,11 +133,11 @@ fn tags(instance: &Instance) -> Map<String, Value> {
 fn host(instance: InstanceRef<'_>) -> Value {
     let spec = &instance.instance.spec;
     json!({
-        "service": spec.service.as_str(),
-        "ip_address": spec.address.to_string(),
-        "port": spec.port,
-        "revision": spec.revision.as_deref().unwrap_or(""),
-        "service_repo_name": spec.repo.as_deref().unwrap_or(""),
+        "service": spec.service().as_str(),
+        "ip_address": spec.address().to_string(),
+        "port": spec.port(),
+        "revision": spec.revision().unwrap_or(""),
+        "service_repo_name": spec.repo().unwrap_or(""),
         "last_check_in": python_datetime(instance.last_heartbeat),
         "tags": tags(instance.instance),
     })
@@ -188,7 +190,7 @@ async fn get_repo(
 ) -> LyftResult<Response> {
     let found = state
         .registry
-        .select(|instance| instance.spec.repo.as_deref() == Some(repo.as_str()))
+        .select(|instance| instance.spec.repo() == Some(repo.as_str()))
         .await?;
     let hosts: Vec<Value> = found
         .iter()
@@ -386,68 +388,70 @@ async fn register(
     Ok(axum::Json(json!({})).into_response())
 }
 
-/// The hosts `target` names in `service`: every port of an IP, or one `ip:port`.
-async fn hosts_at(
-    state: &ApiState,
-    service: &str,
-    target: &str,
-) -> Result<Vec<Instance>, LyftError> {
-    let Ok(service) = ServiceName::parse("service", service) else {
-        return Ok(Vec::new());
-    };
-    let (ip, port) = match target.parse::<IpAddr>() {
-        Ok(ip) => (ip, None),
-        Err(_) => {
-            let (ip, port) = target.rsplit_once(':').ok_or(LyftError::Invalid)?;
-            let ip = ip.trim_start_matches('[').trim_end_matches(']');
-            (
-                ip.parse().map_err(|_| LyftError::Invalid)?,
-                Some(port.parse::<u16>().map_err(|_| LyftError::Invalid)?),
-            )
-        }
-    };
-    let address = Address::parse("ip", &ip.to_string()).map_err(|_| LyftError::Invalid)?;
-    let view = state
-        .registry
-        .service(&service, berth_registry::Consistency::Local)
-        .await?;
-    Ok(view
-        .instances
-        .iter()
-        .filter(|live| {
-            live.instance.spec.address == address
-                && port.is_none_or(|p| live.instance.spec.port == p)
-        })
-        .map(|live| live.instance.clone())
-        .collect())
+/// What a host path segment names: every port of an IP, or one `ip:port`.
+struct HostTarget {
+    address: Address,
+    port: Option<u16>,
 }
 
-/// `DELETE /v1/registration/{service}/{ip}`: every port of the IP (or one `ip:port`).
+impl HostTarget {
+    fn parse(target: &str) -> LyftResult<HostTarget> {
+        let (ip, port) = match target.parse::<IpAddr>() {
+            Ok(ip) => (ip, None),
+            Err(_) => {
+                let (ip, port) = target.rsplit_once(':').ok_or(LyftError::Invalid)?;
+                let ip = ip.trim_start_matches('[').trim_end_matches(']');
+                (
+                    ip.parse().map_err(|_| LyftError::Invalid)?,
+                    Some(port.parse::<u16>().map_err(|_| LyftError::Invalid)?),
+                )
+            }
+        };
+        let address = Address::parse("ip", &ip.to_string()).map_err(|_| LyftError::Invalid)?;
+        Ok(HostTarget { address, port })
+    }
+
+    fn matches(&self, spec: &InstanceSpec) -> bool {
+        spec.address() == &self.address && self.port.is_none_or(|p| spec.port() == p)
+    }
+}
+
+/// A refusal of a change too big for one transaction keeps its 413; the rest as lyft words it.
+fn write_error(error: RegistryError) -> LyftError {
+    match error {
+        RegistryError::TooLarge(message) => LyftError::TooLarge(message),
+        other => other.into(),
+    }
+}
+
+/// `DELETE /v1/registration/{service}/{ip}`: every port of the IP (or one `ip:port`), in one
+/// command.
 async fn delete_host(
     State(state): State<ApiState>,
     ApiPath((service, target)): ApiPath<(String, String)>,
 ) -> LyftResult<Response> {
-    let hosts = hosts_at(&state, &service, &target).await?;
-    if hosts.is_empty() {
+    let target = HostTarget::parse(&target)?;
+    let Ok(service) = ServiceName::parse("service", &service) else {
         return Err(LyftError::Invalid);
-    }
-    for instance in hosts {
-        match state
-            .registry
-            .deregister(&instance.spec.service, &instance.spec.id)
-            .await
-        {
-            Ok(()) | Err(RegistryError::NotFound(_)) => {}
-            Err(error) => return Err(error.into()),
-        }
+    };
+    let removed = state
+        .registry
+        .deregister_where(&service, |spec| target.matches(spec))
+        .await
+        .map_err(write_error)?;
+    if removed == 0 {
+        return Err(LyftError::Invalid);
     }
     Ok(axum::Json(json!({})).into_response())
 }
 
-/// The `load_balancing_weight` form field, checked as lyft did.
+/// The `load_balancing_weight` form field, checked as lyft did (an empty one is a missing one).
 async fn weight(request: Request) -> LyftResult<u8> {
     let fields = read_fields(request).await.map_err(LyftError::unreadable)?;
-    let Some(weight) = fields.text("load_balancing_weight") else {
+    let Some(weight) = fields
+        .text("load_balancing_weight")
+        .filter(|w| !w.trim().is_empty())
+    else {
         return Err(LyftError::Error(
             StatusCode::BAD_REQUEST,
             "Required parameter 'weight' is missing.",
@@ -464,33 +468,31 @@ async fn weight(request: Request) -> LyftResult<u8> {
         ))
 }
 
-async fn apply_weight(state: &ApiState, hosts: Vec<Instance>, weight: u8) -> LyftResult<()> {
-    for instance in hosts {
-        let spec = &instance.spec;
-        let result = state
-            .registry
-            .register_with(&spec.service, &spec.id, |existing| {
-                let current =
-                    existing.ok_or_else(|| RegistryError::NotFound("the host went away".into()))?;
-                let mut draft = InstanceDraft::from(&current.spec);
-                draft.weight = Some(i64::from(weight));
-                let bounds = InstanceDefaults {
-                    min_ttl: berth_domain::LOWEST_TTL,
-                    ..InstanceDefaults::default()
-                };
-                Ok(draft.validate(
-                    current.spec.service.as_str(),
-                    Some(current.spec.id.as_str()),
-                    &bounds,
-                )?)
-            })
-            .await;
-        match result {
-            Ok(_) | Err(RegistryError::NotFound(_)) => {}
-            Err(error) => return Err(error.into()),
-        }
-    }
-    Ok(())
+/// Sets the weight of the hosts of `service` that `select` picks, in one command; how many
+/// hosts it picked (those already at the weight included).
+async fn apply_weight(
+    state: &ApiState,
+    service: &ServiceName,
+    select: impl Fn(&InstanceSpec) -> bool,
+    weight: u8,
+) -> LyftResult<usize> {
+    state
+        .registry
+        .update_where(service, select, |current| {
+            let mut draft = InstanceDraft::from(&current.spec);
+            draft.weight = Some(i64::from(weight));
+            let bounds = InstanceDefaults {
+                min_ttl: berth_domain::LOWEST_TTL,
+                ..InstanceDefaults::default()
+            };
+            Ok(draft.validate(
+                current.spec.service().as_str(),
+                Some(current.spec.id().as_str()),
+                &bounds,
+            )?)
+        })
+        .await
+        .map_err(write_error)
 }
 
 /// `POST /v1/loadbalancing/{service}/{ip}`: the weight of every port of the IP.
@@ -500,11 +502,14 @@ async fn set_weight(
     request: Request,
 ) -> LyftResult<Response> {
     let weight = weight(request).await?;
-    let hosts = hosts_at(&state, &service, &target).await?;
-    if hosts.is_empty() {
-        return Err(LyftError::Error(StatusCode::NOT_FOUND, "Host not found"));
+    let target = HostTarget::parse(&target)?;
+    let host_not_found = LyftError::Error(StatusCode::NOT_FOUND, "Host not found");
+    let Ok(service) = ServiceName::parse("service", &service) else {
+        return Err(host_not_found);
+    };
+    if apply_weight(&state, &service, |spec| target.matches(spec), weight).await? == 0 {
+        return Err(host_not_found);
     }
-    apply_weight(&state, hosts, weight).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -515,12 +520,9 @@ async fn set_weight_everywhere(
     request: Request,
 ) -> LyftResult<Response> {
     let weight = weight(request).await?;
-    let hosts = live_hosts(&state, &service)
-        .await?
-        .iter()
-        .map(|live| live.instance.clone())
-        .collect();
-    apply_weight(&state, hosts, weight).await?;
+    if let Ok(service) = ServiceName::parse("service", &service) {
+        apply_weight(&state, &service, |_| true, weight).await?;
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -2,25 +2,26 @@
 //! order, history, export and import. DTOs live here; the rules are the domain's.
 
 use crate::ApiState;
+use crate::error::internal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiPath, IMPORT_BODY_LIMIT, JsonBody, Params, read_body, read_body_up_to};
 use crate::format::rfc3339;
-use crate::native::instances::{InstanceDto, internal};
+use crate::native::instances::InstanceDto;
 use crate::reply::{json, with_location};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_domain::catalog::{
     AppId, Application, ApplicationDraft, Backend, BackendDraft, CatalogError, EntityName,
-    Frontend, FrontendDraft, KindDraft, KindName, PortAssignment, PortChoice, RawJson,
-    validate_dependency_list,
+    Frontend, FrontendDraft, KindDraft, KindName, PortAssignment, PortChoice, PortDraft, RawJson,
+    WholeApplicationDraft, validate_dependency_list,
 };
 use berth_domain::{Timestamp, ValidationError, ValidationErrors};
 use berth_registry::catalog::{
     AppQuery, AppSort, CatalogSnapshot, HistoryEntry, StoredKind, extras_as_json,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 fn invalid(error: ValidationError) -> ApiError {
     ApiError::invalid(&error.into())
@@ -72,9 +73,9 @@ impl KindDto {
 
     fn plain(kind: &berth_domain::catalog::Kind) -> Self {
         KindDto {
-            name: kind.name.to_string(),
-            default_port: kind.default_port,
-            offset: kind.offset,
+            name: kind.name().to_string(),
+            default_port: kind.default_port(),
+            offset: kind.offset(),
             created_at: None,
         }
     }
@@ -129,10 +130,10 @@ pub struct AppDto<'a> {
 impl AppDto<'_> {
     pub fn new(app: &Application) -> Self {
         AppDto {
-            id: app.id.to_string(),
-            ports: app.ports.iter().map(PortDto::new).collect(),
-            dependencies: app.dependencies.iter().map(AppId::to_string).collect(),
-            created_at: Some(rfc3339(app.created_at)),
+            id: app.id().to_string(),
+            ports: app.ports().iter().map(PortDto::new).collect(),
+            dependencies: app.dependencies().iter().map(AppId::to_string).collect(),
+            created_at: Some(rfc3339(app.created_at())),
             instances: None,
         }
     }
@@ -181,7 +182,7 @@ pub async fn put_kind(
         .into_draft()
         .validate(Some(&name), state.registry.port_range().block_size)
         .map_err(|e| ApiError::invalid(&e))?;
-    let (stored, created) = state.registry.upsert_kind(kind).await?;
+    let (stored, created) = state.registry.upsert_kind(kind, false).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -260,7 +261,7 @@ pub async fn create_app(
         .await
         .map_err(|e| kind_in_body(e.into()))?;
     let response = json(StatusCode::CREATED, &AppDto::new(&app))?;
-    Ok(with_location(response, &format!("/v1/apps/{}", app.id)))
+    Ok(with_location(response, &format!("/v1/apps/{}", app.id())))
 }
 
 /// `?id=…&port=…&kind=…&prefix=…&q=…&sort=…&limit=…&offset=…`
@@ -402,7 +403,7 @@ pub async fn get_dependencies(
         .ok_or_else(|| ApiError::catalog(CatalogError::AppNotFound(id)))?;
     json(
         StatusCode::OK,
-        &serde_json::json!({ "dependencies": app.dependencies.iter().map(AppId::as_str).collect::<Vec<_>>() }),
+        &serde_json::json!({ "dependencies": app.dependencies().iter().map(AppId::as_str).collect::<Vec<_>>() }),
     )
 }
 
@@ -517,9 +518,9 @@ pub async fn app_env(
     let variables: BTreeMap<String, u16> = apps
         .iter()
         .flat_map(|app| {
-            app.ports
+            app.ports()
                 .iter()
-                .map(move |p| (env_name(&app.id, &p.kind), p.external))
+                .map(move |p| (env_name(app.id(), &p.kind), p.external))
         })
         .collect();
     json(
@@ -557,10 +558,10 @@ fn raw(extra: BTreeMap<String, serde_json::Value>) -> BTreeMap<String, RawJson> 
 impl BackendDto {
     fn new(backend: &Backend) -> Self {
         BackendDto {
-            name: backend.name.to_string(),
-            app: backend.app.to_string(),
-            version: backend.version.clone(),
-            extra: extras_as_json(&backend.extra),
+            name: backend.name().to_string(),
+            app: backend.app().to_string(),
+            version: backend.version().to_string(),
+            extra: extras_as_json(backend.extra()),
         }
     }
 }
@@ -568,9 +569,9 @@ impl BackendDto {
 impl FrontendDto {
     fn new(frontend: &Frontend) -> Self {
         FrontendDto {
-            name: frontend.name.to_string(),
-            backend: frontend.backend.clone(),
-            extra: extras_as_json(&frontend.extra),
+            name: frontend.name().to_string(),
+            backend: frontend.backend().map(String::from),
+            extra: extras_as_json(frontend.extra()),
         }
     }
 }
@@ -629,7 +630,7 @@ pub async fn create_backend(
     let response = json(StatusCode::CREATED, &BackendDto::new(&backend))?;
     Ok(with_location(
         response,
-        &format!("/v1/backends/{}", backend.name),
+        &format!("/v1/backends/{}", backend.name()),
     ))
 }
 
@@ -684,7 +685,7 @@ pub async fn create_frontend(
     let response = json(StatusCode::CREATED, &FrontendDto::new(&frontend))?;
     Ok(with_location(
         response,
-        &format!("/v1/frontends/{}", frontend.name),
+        &format!("/v1/frontends/{}", frontend.name()),
     ))
 }
 
@@ -787,40 +788,6 @@ fn snapshot_from(
         }
     }
     for (index, app) in dto.applications.into_iter().enumerate() {
-        let field = format!("applications[{index}]");
-        let id = match AppId::parse("id", &app.id) {
-            Ok(id) => id,
-            Err(error) => {
-                collect(field, error.into());
-                continue;
-            }
-        };
-        let mut ports = Vec::new();
-        for (port_index, port) in app.ports.into_iter().enumerate() {
-            match (
-                KindName::parse("kind", &port.kind),
-                PortChoice::validate(
-                    Some(i64::from(port.external)),
-                    Some(i64::from(port.internal)),
-                ),
-            ) {
-                (Ok(kind), Ok(choice)) => ports.push(PortAssignment {
-                    kind,
-                    external: choice.external.unwrap_or(port.external),
-                    internal: choice.internal.unwrap_or(port.internal),
-                }),
-                (Err(error), _) => collect(format!("{field}.ports[{port_index}]"), error.into()),
-                (_, Err(errors)) => collect(format!("{field}.ports[{port_index}]"), errors),
-            }
-        }
-        ports.sort_by_key(|p| p.external);
-        let dependencies: BTreeSet<AppId> = match validate_dependency_list(&id, &app.dependencies) {
-            Ok(dependencies) => dependencies,
-            Err(errors) => {
-                collect(field.clone(), errors);
-                BTreeSet::new()
-            }
-        };
         let created_at = app
             .created_at
             .as_deref()
@@ -829,12 +796,24 @@ fn snapshot_from(
             .map_or(Timestamp::default(), |d| {
                 Timestamp::from_millis(d.as_millis() as u64)
             });
-        snapshot.applications.push(Application {
-            id,
-            ports,
-            dependencies,
+        let draft = WholeApplicationDraft {
+            id: Some(app.id),
+            ports: app
+                .ports
+                .into_iter()
+                .map(|port| PortDraft {
+                    kind: Some(port.kind),
+                    external: Some(i64::from(port.external)),
+                    internal: Some(i64::from(port.internal)),
+                })
+                .collect(),
+            dependencies: app.dependencies,
             created_at,
-        });
+        };
+        match draft.validate() {
+            Ok(app) => snapshot.applications.push(app),
+            Err(errors) => collect(format!("applications[{index}]"), errors),
+        }
     }
     for (index, backend) in dto.backends.into_iter().enumerate() {
         let draft = BackendDraft {

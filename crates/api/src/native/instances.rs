@@ -3,7 +3,7 @@
 //! only thing this module decides.
 
 use crate::ApiState;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, internal};
 use crate::extract::{ApiPath, JsonBody, Params, encode_segment};
 use crate::format::rfc3339;
 use crate::reply::{json_bytes, with_location};
@@ -11,8 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use berth_domain::{Address, InstanceDraft, InstanceFilter, InstanceId, ServiceName};
-use berth_registry::{Consistency, InstanceRef, RegistrationOutcome, ServiceView};
-use berth_store::Revision;
+use berth_registry::{Consistency, InstanceRef, RegistrationOutcome, Revision, ServiceView};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -143,21 +142,21 @@ impl<'a> InstanceDto<'a> {
     ) -> Self {
         let spec = &instance.spec;
         InstanceDto {
-            service: spec.service.as_str(),
-            id: spec.id.as_str(),
-            address: spec.address.to_string(),
-            port: spec.port,
-            ttl_ms: spec.ttl.as_millis() as u64,
-            version: spec.version.as_deref(),
-            revision: spec.revision.as_deref(),
-            repo: spec.repo.as_deref(),
-            zone: spec.zone.as_deref(),
-            region: spec.region.as_deref(),
-            instance_ref: spec.instance_ref.as_deref(),
-            weight: spec.weight,
-            canary: spec.canary,
-            tags: &spec.tags,
-            meta: &spec.meta,
+            service: spec.service().as_str(),
+            id: spec.id().as_str(),
+            address: spec.address().to_string(),
+            port: spec.port(),
+            ttl_ms: spec.ttl().as_millis() as u64,
+            version: spec.version(),
+            revision: spec.revision(),
+            repo: spec.repo(),
+            zone: spec.zone(),
+            region: spec.region(),
+            instance_ref: spec.instance_ref(),
+            weight: spec.weight(),
+            canary: spec.canary(),
+            tags: spec.tags(),
+            meta: spec.meta(),
             registered_at: rfc3339(instance.registered_at),
             last_heartbeat: None,
             expires_at: None,
@@ -198,8 +197,8 @@ async fn register(
     let spec = &registered.instance.spec;
     let location = format!(
         "/v1/services/{}/instances/{}",
-        spec.service,
-        encode_segment(spec.id.as_str())
+        spec.service(),
+        encode_segment(spec.id().as_str())
     );
     Ok(with_location(response, &location))
 }
@@ -404,13 +403,12 @@ pub async fn find_instances(State(state): State<ApiState>, params: Params) -> Ap
         .registry
         .select(|instance| {
             let spec = &instance.spec;
-            repo.as_deref()
-                .is_none_or(|r| spec.repo.as_deref() == Some(r))
-                && address.as_ref().is_none_or(|a| &spec.address == a)
-                && service.as_ref().is_none_or(|s| &spec.service == s)
+            repo.as_deref().is_none_or(|r| spec.repo() == Some(r))
+                && address.as_ref().is_none_or(|a| spec.address() == a)
+                && service.as_ref().is_none_or(|s| spec.service() == s)
                 && meta
                     .iter()
-                    .all(|(key, value)| match (spec.meta.get(key), value) {
+                    .all(|(key, value)| match (spec.meta().get(key), value) {
                         (Some(have), Some(want)) => have == want,
                         (Some(_), None) => true,
                         (None, _) => false,
@@ -432,12 +430,4 @@ pub async fn find_instances(State(state): State<ApiState>, params: Params) -> Ap
     })
     .map_err(internal)?;
     Ok(json_bytes(StatusCode::OK, body))
-}
-
-pub(crate) fn internal(error: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        error.to_string(),
-    )
 }

@@ -136,12 +136,40 @@ pub fn family(id: &str) -> &str {
     id.rfind('-').map_or(id, |dash| &id[..dash])
 }
 
+/// The largest port block any configuration may use, so the widest bound on a kind's offset:
+/// a stored kind is checked against it (a smaller block size configured later must not make
+/// kinds vanish).
+pub const MAX_BLOCK_SIZE: u16 = 100;
+
 /// A technology with a default internal port and, optionally, a fixed slot in each port block.
+/// Only [`KindDraft::validate`] makes one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Kind {
-    pub name: KindName,
-    pub default_port: u16,
-    pub offset: Option<u8>,
+    name: KindName,
+    default_port: u16,
+    offset: Option<u8>,
+}
+
+impl Kind {
+    pub fn name(&self) -> &KindName {
+        &self.name
+    }
+
+    /// The port applications of this kind listen on inside their container.
+    pub fn default_port(&self) -> u16 {
+        self.default_port
+    }
+
+    /// The kind's fixed slot in every port block, if it has one.
+    pub fn offset(&self) -> Option<u8> {
+        self.offset
+    }
+
+    /// This kind with `other`'s slot in the port block (which `other`'s validation checked).
+    pub fn with_offset_of(mut self, other: &Kind) -> Kind {
+        self.offset = other.offset;
+        self
+    }
 }
 
 /// The kinds an empty catalog starts with (flowcommerce/registry's seed).
@@ -152,10 +180,14 @@ pub fn seed_kinds() -> Vec<Kind> {
         ("postgresql", 5432, 9),
     ]
     .into_iter()
-    .map(|(name, default_port, offset)| Kind {
-        name: KindName::parse("name", name).expect("seed names are valid"),
-        default_port,
-        offset: Some(offset),
+    .map(|(name, default_port, offset)| {
+        KindDraft {
+            name: Some(name.into()),
+            default_port: Some(default_port),
+            offset: Some(offset),
+        }
+        .validate(None, MAX_BLOCK_SIZE)
+        .expect("the seed kinds are valid")
     })
     .collect()
 }
@@ -234,16 +266,45 @@ pub struct PortAssignment {
     pub internal: u16,
 }
 
+/// An application: at most one port per kind, ordered by external port, and dependencies on
+/// other applications (never on itself). Made by [`Application::create`] from a validated
+/// command, or by [`WholeApplicationDraft::validate`] from an export or a stored record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Application {
-    pub id: AppId,
-    /// Ordered by external port.
-    pub ports: Vec<PortAssignment>,
-    pub dependencies: BTreeSet<AppId>,
-    pub created_at: Timestamp,
+    id: AppId,
+    ports: Vec<PortAssignment>,
+    dependencies: BTreeSet<AppId>,
+    created_at: Timestamp,
 }
 
 impl Application {
+    /// A new application with its first port.
+    pub fn create(new: &NewApplication, port: PortAssignment, at: Timestamp) -> Application {
+        Application {
+            id: new.id.clone(),
+            ports: vec![port],
+            dependencies: new.dependencies.clone(),
+            created_at: at,
+        }
+    }
+
+    pub fn id(&self) -> &AppId {
+        &self.id
+    }
+
+    /// Ordered by external port.
+    pub fn ports(&self) -> &[PortAssignment] {
+        &self.ports
+    }
+
+    pub fn dependencies(&self) -> &BTreeSet<AppId> {
+        &self.dependencies
+    }
+
+    pub fn created_at(&self) -> Timestamp {
+        self.created_at
+    }
+
     pub fn port_of(&self, kind: &KindName) -> Option<&PortAssignment> {
         self.ports.iter().find(|p| &p.kind == kind)
     }
@@ -251,6 +312,128 @@ impl Application {
     /// The lowest external port (what flow sorts applications by).
     pub fn lowest_port(&self) -> Option<u16> {
         self.ports.iter().map(|p| p.external).min()
+    }
+
+    /// The application with one more port; unchanged when it has a port of that kind.
+    pub fn with_port(mut self, port: PortAssignment) -> Application {
+        if self.port_of(&port.kind).is_none() {
+            self.ports.push(port);
+            self.ports.sort_by_key(|p| p.external);
+        }
+        self
+    }
+
+    /// The application without its port of `kind`, and that port; `None` when it has none.
+    pub fn without_port(mut self, kind: &KindName) -> Option<(Application, PortAssignment)> {
+        let index = self.ports.iter().position(|p| &p.kind == kind)?;
+        let port = self.ports.remove(index);
+        Some((self, port))
+    }
+
+    /// The application with a new dependency list (validated by
+    /// [`validate_dependency_list`]: never itself).
+    pub fn with_dependencies(mut self, dependencies: BTreeSet<AppId>) -> Application {
+        debug_assert!(!dependencies.contains(&self.id));
+        self.dependencies = dependencies;
+        self
+    }
+}
+
+/// One port of a whole application as a client or the store gives it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortDraft {
+    pub kind: Option<String>,
+    pub external: Option<i64>,
+    pub internal: Option<i64>,
+}
+
+/// An application with its ports already assigned, as an export or the store holds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WholeApplicationDraft {
+    pub id: Option<String>,
+    pub ports: Vec<PortDraft>,
+    pub dependencies: Vec<String>,
+    pub created_at: Timestamp,
+}
+
+impl WholeApplicationDraft {
+    /// Checks every rule an application obeys: a valid id, ports of valid kinds in range, at
+    /// most one per kind and each external port once, dependencies on other valid ids.
+    pub fn validate(self) -> Result<Application, ValidationErrors> {
+        let mut errors = Collector::default();
+        let id = match self.id.as_deref() {
+            Some(id) => errors.check(AppId::parse("id", id)),
+            None => {
+                errors.push("id", "Id cannot be empty");
+                None
+            }
+        };
+        let mut ports: Vec<PortAssignment> = Vec::with_capacity(self.ports.len());
+        for (index, port) in self.ports.iter().enumerate() {
+            let field = format!("ports[{index}]");
+            let kind = match port.kind.as_deref() {
+                Some(kind) => errors.check(KindName::parse(&format!("{field}.kind"), kind)),
+                None => {
+                    errors.push(format!("{field}.kind"), "is required");
+                    None
+                }
+            };
+            let choice = match (port.external, port.internal) {
+                (Some(external), Some(internal)) => {
+                    match PortChoice::validate(Some(external), Some(internal)) {
+                        Ok(choice) => Some(choice),
+                        Err(port_errors) => {
+                            for error in port_errors.all() {
+                                errors.push(format!("{field}.{}", error.field), &error.message);
+                            }
+                            None
+                        }
+                    }
+                }
+                (external, _) => {
+                    let missing = if external.is_none() {
+                        "external"
+                    } else {
+                        "internal"
+                    };
+                    errors.push(format!("{field}.{missing}"), "is required");
+                    None
+                }
+            };
+            let (Some(kind), Some(choice)) = (kind, choice) else {
+                continue;
+            };
+            let (Some(external), Some(internal)) = (choice.external, choice.internal) else {
+                continue;
+            };
+            if ports.iter().any(|p| p.kind == kind) {
+                errors.push(
+                    format!("{field}.kind"),
+                    format!("the application has a port of kind {kind} already"),
+                );
+                continue;
+            }
+            if ports.iter().any(|p| p.external == external) {
+                errors.push(
+                    format!("{field}.external"),
+                    format!("external port {external} is in the application twice"),
+                );
+                continue;
+            }
+            ports.push(PortAssignment {
+                kind,
+                external,
+                internal,
+            });
+        }
+        ports.sort_by_key(|p| p.external);
+        let dependencies = validate_dependencies(&mut errors, id.as_ref(), &self.dependencies);
+        errors.finish(|| Application {
+            id: id.expect("checked"),
+            ports,
+            dependencies,
+            created_at: self.created_at,
+        })
     }
 }
 
@@ -315,8 +498,41 @@ pub struct ApplicationDraft {
     pub dependencies: Vec<String>,
 }
 
+/// What flow's `PUT /applications/{id}` asks: create the application (it then needs a kind),
+/// or add a port of `kind` to it and replace its dependencies when they are given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplicationPut {
+    pub id: AppId,
+    pub kind: Option<KindName>,
+    pub port: PortChoice,
+    pub dependencies: Option<BTreeSet<AppId>>,
+}
+
 impl ApplicationDraft {
     pub fn validate(self) -> Result<NewApplication, ValidationErrors> {
+        let put = self.check(true, true)?;
+        Ok(NewApplication {
+            id: put.id,
+            kind: put.kind.expect("required"),
+            port: put.port,
+            dependencies: put.dependencies.unwrap_or_default(),
+        })
+    }
+
+    /// Validates a create-or-update: the kind may be absent (an update), and the dependencies
+    /// replace the application's only when `dependencies_given`.
+    pub fn validate_put(
+        self,
+        dependencies_given: bool,
+    ) -> Result<ApplicationPut, ValidationErrors> {
+        self.check(false, dependencies_given)
+    }
+
+    fn check(
+        self,
+        kind_required: bool,
+        dependencies_given: bool,
+    ) -> Result<ApplicationPut, ValidationErrors> {
         let mut errors = Collector::default();
         let id = match self.id.as_deref() {
             Some(id) => errors.check(AppId::parse("id", id)),
@@ -326,11 +542,12 @@ impl ApplicationDraft {
             }
         };
         let kind = match self.kind.as_deref() {
-            Some(kind) => errors.check(KindName::parse("kind", kind)),
-            None => {
+            Some(kind) => errors.check(KindName::parse("kind", kind)).map(Some),
+            None if kind_required => {
                 errors.push("kind", "is required");
                 None
             }
+            None => Some(None),
         };
         let port = match PortChoice::validate(self.external, self.internal) {
             Ok(port) => Some(port),
@@ -342,11 +559,11 @@ impl ApplicationDraft {
             }
         };
         let dependencies = validate_dependencies(&mut errors, id.as_ref(), &self.dependencies);
-        errors.finish(|| NewApplication {
+        errors.finish(|| ApplicationPut {
             id: id.expect("checked"),
             kind: kind.expect("checked"),
             port: port.expect("checked"),
-            dependencies,
+            dependencies: dependencies_given.then_some(dependencies),
         })
     }
 }
@@ -514,7 +731,7 @@ mod tests {
         }
         .validate(None, 10)
         .unwrap();
-        assert_eq!(kind.offset, None);
+        assert_eq!(kind.offset(), None);
         let bad = KindDraft {
             name: Some("redis".into()),
             default_port: Some(0),

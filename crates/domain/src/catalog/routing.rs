@@ -46,12 +46,34 @@ impl fmt::Display for EntityName {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawJson(pub String);
 
+/// Only [`BackendDraft::validate`] makes one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backend {
-    pub name: EntityName,
-    pub app: ServiceName,
-    pub version: String,
-    pub extra: BTreeMap<String, RawJson>,
+    name: EntityName,
+    app: ServiceName,
+    version: String,
+    extra: BTreeMap<String, RawJson>,
+}
+
+impl Backend {
+    pub fn name(&self) -> &EntityName {
+        &self.name
+    }
+
+    /// The service whose instances make the backend.
+    pub fn app(&self) -> &ServiceName {
+        &self.app
+    }
+
+    /// The instances' version.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Every other field the client gave, as given.
+    pub fn extra(&self) -> &BTreeMap<String, RawJson> {
+        &self.extra
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -64,23 +86,24 @@ pub struct BackendDraft {
 
 impl BackendDraft {
     pub fn validate(self) -> Result<Backend, ValidationErrors> {
+        // An empty field is a missing one (bender's rule).
         let mut errors = Collector::default();
-        let name = match self.name.as_deref() {
+        let name = match self.name.as_deref().filter(|n| !n.is_empty()) {
             Some(name) => errors.check(EntityName::parse("name", name)),
             None => {
                 errors.push("name", "Backend name is required");
                 None
             }
         };
-        let app = match self.app.as_deref() {
+        let app = match self.app.as_deref().filter(|a| !a.is_empty()) {
             Some(app) => errors.check(ServiceName::parse("app", app)),
             None => {
                 errors.push("app", "Application name and version are required");
                 None
             }
         };
-        let version = match self.version {
-            Some(version) if !version.is_empty() && version.len() <= 256 => Some(version),
+        let version = match self.version.filter(|v| !v.is_empty()) {
+            Some(version) if version.len() <= 256 => Some(version),
             Some(_) => {
                 errors.push("version", "must be 1 to 256 characters long");
                 None
@@ -99,12 +122,28 @@ impl BackendDraft {
     }
 }
 
+/// Only [`FrontendDraft::validate`] makes one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frontend {
-    pub name: EntityName,
+    name: EntityName,
+    backend: Option<String>,
+    extra: BTreeMap<String, RawJson>,
+}
+
+impl Frontend {
+    pub fn name(&self) -> &EntityName {
+        &self.name
+    }
+
     /// The backend it serves, when given.
-    pub backend: Option<String>,
-    pub extra: BTreeMap<String, RawJson>,
+    pub fn backend(&self) -> Option<&str> {
+        self.backend.as_deref()
+    }
+
+    /// Every other field the client gave, as given.
+    pub fn extra(&self) -> &BTreeMap<String, RawJson> {
+        &self.extra
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -117,7 +156,7 @@ pub struct FrontendDraft {
 impl FrontendDraft {
     pub fn validate(self) -> Result<Frontend, ValidationErrors> {
         let mut errors = Collector::default();
-        let name = match self.name.as_deref() {
+        let name = match self.name.as_deref().filter(|n| !n.is_empty()) {
             Some(name) => errors.check(EntityName::parse("name", name)),
             None => {
                 errors.push("name", "Frontend name is required");

@@ -11,17 +11,17 @@ use super::view::CatalogState;
 use crate::error::{RegistryError, Result};
 use crate::{Consistency, Registry, keys};
 use berth_domain::Timestamp;
+use berth_domain::ValidationErrors;
 use berth_domain::catalog::allocator::{AllocationRequest, allocate};
 use berth_domain::catalog::graph::cycle_if;
 use berth_domain::catalog::{
-    AppId, Application, Backend, CatalogError, EntityName, Frontend, Kind, KindName,
-    NewApplication, PortAssignment, PortChoice, seed_kinds,
+    AppId, Application, ApplicationPut, Backend, CatalogError, EntityName, Frontend, Kind,
+    KindName, NewApplication, PortAssignment, PortChoice, seed_kinds,
 };
 use berth_store::{Compare, Revision, Store, Txn, TxnOp};
 use bytes::Bytes;
 use std::collections::{BTreeSet, hash_map::RandomState};
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// How long a write keeps planning again while other nodes' writes make its plan stale.
@@ -54,37 +54,32 @@ impl<T> Plan<T> {
             value,
         }
     }
+
+    /// The same writes, answering `f(value)`.
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Plan<U> {
+        Plan {
+            compares: self.compares,
+            ops: self.ops,
+            value: f(self.value),
+        }
+    }
 }
 
 pub(super) fn catalog(error: CatalogError) -> RegistryError {
     RegistryError::Catalog(error)
 }
 
-/// Journal keys must be unique across nodes: wall time plus a per-process random prefix and a
-/// counter.
-fn journal_key(collection: &str, name: &str, at: Timestamp) -> Bytes {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    static NODE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let node = *NODE.get_or_init(|| RandomState::new().build_hasher().finish());
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    Bytes::from(format!(
-        "{}{:013}-{node:016x}-{count:08x}",
-        keys::journal_prefix(collection, name),
-        at.millis()
-    ))
-}
-
 pub(super) fn kind_key(name: &KindName) -> Bytes {
-    Bytes::from(format!("{}{name}", keys::KINDS))
+    keys::kind_key(name.as_str())
 }
 
 pub(super) fn app_key(id: &AppId) -> Bytes {
-    Bytes::from(format!("{}{id}", keys::APPS))
+    keys::app_key(id.as_str())
 }
 
 pub(super) fn journal_app(change: ChangeType, app: &Application, at: Timestamp) -> TxnOp {
     TxnOp::put(
-        journal_key("apps", app.id.as_str(), at),
+        keys::journal_key("apps", app.id().as_str(), at.millis()),
         encode_journal(change, at, &encode_app(app)),
         None,
     )
@@ -92,14 +87,14 @@ pub(super) fn journal_app(change: ChangeType, app: &Application, at: Timestamp) 
 
 pub(super) fn journal_kind(change: ChangeType, kind: &StoredKind, at: Timestamp) -> TxnOp {
     TxnOp::put(
-        journal_key("kinds", kind.kind.name.as_str(), at),
+        keys::journal_key("kinds", kind.kind.name().as_str(), at.millis()),
         encode_journal(change, at, &encode_kind(kind)),
         None,
     )
 }
 
 pub(super) fn put_app(app: &Application) -> TxnOp {
-    TxnOp::put(app_key(&app.id), encode_app(app), None)
+    TxnOp::put(app_key(app.id()), encode_app(app), None)
 }
 
 pub(super) fn bump_graph() -> TxnOp {
@@ -197,7 +192,7 @@ impl Registry {
             let mut compares = vec![Compare::absent(keys::SEEDED)];
             let mut ops = vec![TxnOp::put(keys::SEEDED, "kinds seeded", None)];
             for kind in seed_kinds() {
-                if state.kinds.contains_key(&kind.name) {
+                if state.kinds.contains_key(kind.name()) {
                     continue;
                 }
                 let stored = StoredKind {
@@ -205,9 +200,9 @@ impl Registry {
                     created_at: now,
                     deleting_since: None,
                 };
-                compares.push(Compare::absent(kind_key(&stored.kind.name)));
+                compares.push(Compare::absent(kind_key(stored.kind.name())));
                 ops.push(TxnOp::put(
-                    kind_key(&stored.kind.name),
+                    kind_key(stored.kind.name()),
                     encode_kind(&stored),
                     None,
                 ));
@@ -225,8 +220,8 @@ impl Registry {
     /// Creates a kind; `KindExists` when the name is taken.
     pub async fn create_kind(&self, kind: Kind) -> Result<StoredKind> {
         self.catalog_write(|state, now| {
-            if state.kinds.contains_key(&kind.name) {
-                return Err(catalog(CatalogError::KindExists(kind.name.clone())));
+            if state.kinds.contains_key(kind.name()) {
+                return Err(catalog(CatalogError::KindExists(kind.name().clone())));
             }
             let stored = StoredKind {
                 kind: kind.clone(),
@@ -234,9 +229,9 @@ impl Registry {
                 deleting_since: None,
             };
             Ok(Plan {
-                compares: vec![Compare::absent(kind_key(&kind.name))],
+                compares: vec![Compare::absent(kind_key(kind.name()))],
                 ops: vec![
-                    TxnOp::put(kind_key(&kind.name), encode_kind(&stored), None),
+                    TxnOp::put(kind_key(kind.name()), encode_kind(&stored), None),
                     journal_kind(ChangeType::Insert, &stored, now),
                 ],
                 value: stored,
@@ -246,11 +241,17 @@ impl Registry {
     }
 
     /// Creates or updates a kind; true when it was created. Ports already handed out keep
-    /// their numbers.
-    pub async fn upsert_kind(&self, kind: Kind) -> Result<(StoredKind, bool)> {
+    /// their numbers. With `keep_offset`, an existing kind keeps its slot in the port block
+    /// whatever `kind` says (flow's services have no slot to give).
+    pub async fn upsert_kind(&self, kind: Kind, keep_offset: bool) -> Result<(StoredKind, bool)> {
         self.catalog_write(|state, now| {
-            let key = kind_key(&kind.name);
-            match state.kinds.get(&kind.name) {
+            let key = kind_key(kind.name());
+            let existing = state.kinds.get(kind.name());
+            let kind = match existing {
+                Some(existing) if keep_offset => kind.clone().with_offset_of(&existing.value.kind),
+                _ => kind.clone(),
+            };
+            match existing {
                 None => {
                     let stored = StoredKind {
                         kind: kind.clone(),
@@ -358,34 +359,59 @@ impl Registry {
 
     /// Creates an application with its first port.
     pub async fn create_app(&self, new: NewApplication) -> Result<Application> {
+        self.catalog_write(|state, now| self.plan_create_app(state, now, &new))
+            .await
+    }
+
+    /// Creates the application (which then needs a kind) or, when it exists, adds a port of
+    /// the kind and replaces the dependencies when they are given: one command, one
+    /// transaction (flow's `PUT /applications/{id}`). True when it was created.
+    pub async fn put_app(&self, put: ApplicationPut) -> Result<(Application, bool)> {
         self.catalog_write(|state, now| {
-            if state.apps.contains_key(&new.id) {
-                return Err(catalog(CatalogError::AppExists(new.id.clone())));
+            if state.apps.contains_key(&put.id) {
+                let dependencies = put.dependencies.clone().map(DependencyChange::Replace);
+                let add_kind = put.kind.clone().map(|kind| (kind, put.port));
+                let plan = self.plan_update_app(state, now, &put.id, &add_kind, &dependencies)?;
+                return Ok(plan.map(|(app, _)| (app, false)));
             }
-            let mut plan = Plan {
-                compares: vec![Compare::absent(app_key(&new.id))],
-                ops: Vec::new(),
-                value: (),
+            let Some(kind) = put.kind.clone() else {
+                return Err(ValidationErrors::single("kind", "is required").into());
             };
-            if !new.dependencies.is_empty() {
-                self.plan_dependencies(state, &new.id, &new.dependencies, &mut plan)?;
-            }
-            let port = self.plan_port(state, &new.id, &new.kind, new.port, &mut plan)?;
-            let app = Application {
-                id: new.id.clone(),
-                ports: vec![port],
-                dependencies: new.dependencies.clone(),
-                created_at: now,
+            let new = NewApplication {
+                id: put.id.clone(),
+                kind,
+                port: put.port,
+                dependencies: put.dependencies.clone().unwrap_or_default(),
             };
-            plan.ops.push(put_app(&app));
-            plan.ops.push(journal_app(ChangeType::Insert, &app, now));
-            Ok(Plan {
-                compares: plan.compares,
-                ops: plan.ops,
-                value: app,
-            })
+            Ok(self
+                .plan_create_app(state, now, &new)?
+                .map(|app| (app, true)))
         })
         .await
+    }
+
+    fn plan_create_app(
+        &self,
+        state: &CatalogState,
+        now: Timestamp,
+        new: &NewApplication,
+    ) -> Result<Plan<Application>> {
+        if state.apps.contains_key(&new.id) {
+            return Err(catalog(CatalogError::AppExists(new.id.clone())));
+        }
+        let mut plan = Plan {
+            compares: vec![Compare::absent(app_key(&new.id))],
+            ops: Vec::new(),
+            value: (),
+        };
+        if !new.dependencies.is_empty() {
+            self.plan_dependencies(state, &new.id, &new.dependencies, &mut plan)?;
+        }
+        let port = self.plan_port(state, &new.id, &new.kind, new.port, &mut plan)?;
+        let app = Application::create(new, port, now);
+        plan.ops.push(put_app(&app));
+        plan.ops.push(journal_app(ChangeType::Insert, &app, now));
+        Ok(plan.map(|()| app))
     }
 
     /// Gives `app` a port of `kind`; idempotent when it has one (false: nothing changed).
@@ -400,7 +426,7 @@ impl Registry {
     }
 
     /// Adds a port of a kind and/or changes the dependencies of an existing application, in
-    /// one transaction (flow's PUT). True when something changed.
+    /// one transaction. True when something changed.
     pub async fn update_app(
         &self,
         id: &AppId,
@@ -408,51 +434,61 @@ impl Registry {
         dependencies: Option<DependencyChange>,
     ) -> Result<(Application, bool)> {
         self.catalog_write(|state, now| {
-            let existing = state
-                .apps
-                .get(id)
-                .ok_or_else(|| catalog(CatalogError::AppNotFound(id.clone())))?;
-            let mut app = existing.value.clone();
-            let mut plan = Plan {
-                compares: vec![Compare::unchanged_since(app_key(id), existing.revision)],
-                ops: Vec::new(),
-                value: (),
-            };
-            if let Some((kind, choice)) = &add_kind
-                && app.port_of(kind).is_none()
-            {
-                let port = self.plan_port(state, id, kind, *choice, &mut plan)?;
-                app.ports.push(port);
-                app.ports.sort_by_key(|p| p.external);
-            }
-            if let Some(change) = &dependencies {
-                let mut wanted = app.dependencies.clone();
-                match change {
-                    DependencyChange::Replace(all) => wanted = all.clone(),
-                    DependencyChange::Add(one) => {
-                        wanted.insert(one.clone());
-                    }
-                    DependencyChange::Remove(one) => {
-                        wanted.remove(one);
-                    }
-                }
-                if wanted != app.dependencies {
-                    self.plan_dependencies(state, id, &wanted, &mut plan)?;
-                    app.dependencies = wanted;
-                }
-            }
-            if app == existing.value {
-                return Ok(Plan::nothing((app, false)));
-            }
-            plan.ops.push(put_app(&app));
-            plan.ops.push(journal_app(ChangeType::Update, &app, now));
-            Ok(Plan {
-                compares: plan.compares,
-                ops: plan.ops,
-                value: (app, true),
-            })
+            self.plan_update_app(state, now, id, &add_kind, &dependencies)
         })
         .await
+    }
+
+    fn plan_update_app(
+        &self,
+        state: &CatalogState,
+        now: Timestamp,
+        id: &AppId,
+        add_kind: &Option<(KindName, PortChoice)>,
+        dependencies: &Option<DependencyChange>,
+    ) -> Result<Plan<(Application, bool)>> {
+        let existing = state
+            .apps
+            .get(id)
+            .ok_or_else(|| catalog(CatalogError::AppNotFound(id.clone())))?;
+        let mut app = existing.value.clone();
+        let mut plan = Plan {
+            compares: vec![Compare::unchanged_since(app_key(id), existing.revision)],
+            ops: Vec::new(),
+            value: (),
+        };
+        if let Some((kind, choice)) = add_kind
+            && app.port_of(kind).is_none()
+        {
+            let port = self.plan_port(state, id, kind, *choice, &mut plan)?;
+            app = app.with_port(port);
+        }
+        if let Some(change) = dependencies {
+            let mut wanted = app.dependencies().clone();
+            match change {
+                DependencyChange::Replace(all) => wanted = all.clone(),
+                DependencyChange::Add(one) => {
+                    wanted.insert(one.clone());
+                }
+                DependencyChange::Remove(one) => {
+                    // A dependency on nothing cannot be there to remove: say so.
+                    if !state.apps.contains_key(one) {
+                        return Err(catalog(CatalogError::DependencyMissing(one.clone())));
+                    }
+                    wanted.remove(one);
+                }
+            }
+            if &wanted != app.dependencies() {
+                self.plan_dependencies(state, id, &wanted, &mut plan)?;
+                app = app.with_dependencies(wanted);
+            }
+        }
+        if app == existing.value {
+            return Ok(Plan::nothing((app, false)));
+        }
+        plan.ops.push(put_app(&app));
+        plan.ops.push(journal_app(ChangeType::Update, &app, now));
+        Ok(plan.map(|()| (app, true)))
     }
 
     /// Frees `app`'s port of `kind`.
@@ -462,13 +498,11 @@ impl Registry {
                 .apps
                 .get(id)
                 .ok_or_else(|| catalog(CatalogError::AppNotFound(id.clone())))?;
-            let Some(port) = existing.value.port_of(kind).cloned() else {
+            let Some((app, port)) = existing.value.clone().without_port(kind) else {
                 return Err(RegistryError::NotFound(format!(
                     "application {id} has no port of kind {kind}"
                 )));
             };
-            let mut app = existing.value.clone();
-            app.ports.retain(|p| p.kind != *kind);
             Ok(Plan {
                 compares: vec![Compare::unchanged_since(app_key(id), existing.revision)],
                 ops: vec![
@@ -526,7 +560,7 @@ impl Registry {
                 bump_graph(),
                 journal_app(ChangeType::Delete, &existing.value, now),
             ];
-            for port in &existing.value.ports {
+            for port in existing.value.ports() {
                 ops.push(TxnOp::delete(keys::port_key(port.external)));
             }
             Ok(Plan {
@@ -594,7 +628,7 @@ impl Registry {
                     ))
                     .take_while(|(id, _)| id.as_str().starts_with(family))
                     .filter(|(id, _)| id.in_family(family))
-                    .flat_map(|(_, a)| a.value.ports.iter().map(|p| range.base(p.external)))
+                    .flat_map(|(_, a)| a.value.ports().iter().map(|p| range.base(p.external)))
                     .collect();
                 let bases: Vec<u16> = bases.into_iter().collect();
                 allocate(
@@ -602,7 +636,7 @@ impl Registry {
                     &AllocationRequest {
                         family_bases: &bases,
                         high_water: state.high_water.as_ref().map(|h| h.value),
-                        offset: stored.value.kind.offset,
+                        offset: stored.value.kind.offset(),
                     },
                     |port| state.ports.contains_key(&port),
                 )
@@ -623,7 +657,7 @@ impl Registry {
         Ok(PortAssignment {
             kind: kind.clone(),
             external,
-            internal: choice.internal.unwrap_or(stored.value.kind.default_port),
+            internal: choice.internal.unwrap_or(stored.value.kind.default_port()),
         })
     }
 
@@ -657,7 +691,7 @@ impl Registry {
         self.create_entity(
             keys::BACKENDS,
             "backend",
-            backend.name.clone(),
+            backend.name().clone(),
             encode_backend(&backend),
             |s, n| s.backends.contains_key(n),
         )
@@ -669,7 +703,7 @@ impl Registry {
         self.create_entity(
             keys::FRONTENDS,
             "frontend",
-            frontend.name.clone(),
+            frontend.name().clone(),
             encode_frontend(&frontend),
             |s, n| s.frontends.contains_key(n),
         )
@@ -685,7 +719,7 @@ impl Registry {
         record: Vec<u8>,
         exists: impl Fn(&CatalogState, &EntityName) -> bool,
     ) -> Result<()> {
-        let key = Bytes::from(format!("{prefix}{name}"));
+        let key = keys::entity_key(prefix, name.as_str());
         self.catalog_write(|state, _| {
             if exists(state, &name) {
                 return Err(catalog(CatalogError::EntityExists {
@@ -723,7 +757,7 @@ impl Registry {
         name: &EntityName,
         revision: impl Fn(&CatalogState, &EntityName) -> Option<Revision>,
     ) -> Result<()> {
-        let key = Bytes::from(format!("{prefix}{name}"));
+        let key = keys::entity_key(prefix, name.as_str());
         self.catalog_write(|state, _| {
             let revision = revision(state, name).ok_or_else(|| {
                 catalog(CatalogError::EntityNotFound {

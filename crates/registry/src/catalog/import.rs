@@ -97,10 +97,11 @@ fn pack(whole: Part, records: Vec<Part>) -> Result<Vec<Part>> {
         }
         let alone = Part::default();
         if !alone.fits_with(&record) {
-            return Err(RegistryError::Store(StoreError::RequestTooLarge {
+            return Err(StoreError::RequestTooLarge {
                 size: record.request_bytes(),
                 limit: MAX_REQUEST_BYTES,
-            }));
+            }
+            .into());
         }
         parts.push(record);
     }
@@ -226,14 +227,14 @@ impl Registry {
         let mut kinds: BTreeMap<KindName, u16> = state
             .kinds
             .iter()
-            .map(|(name, kind)| (name.clone(), kind.value.kind.default_port))
+            .map(|(name, kind)| (name.clone(), kind.value.kind.default_port()))
             .collect();
         for (index, kind) in snapshot.kinds.iter().enumerate() {
-            match state.kinds.get(&kind.name) {
+            match state.kinds.get(kind.name()) {
                 Some(existing) if existing.value.kind == *kind => {
                     summary.kinds_unchanged += 1;
                     whole.compares.push(Compare::unchanged_since(
-                        kind_key(&kind.name),
+                        kind_key(kind.name()),
                         existing.revision,
                     ));
                 }
@@ -241,7 +242,7 @@ impl Registry {
                     format!("kinds[{index}]"),
                     format!(
                         "kind {} already exists with a different definition",
-                        kind.name
+                        kind.name()
                     ),
                 ),
                 None => {
@@ -251,32 +252,32 @@ impl Registry {
                         deleting_since: None,
                     };
                     records.push(Part {
-                        compares: vec![Compare::absent(kind_key(&kind.name))],
+                        compares: vec![Compare::absent(kind_key(kind.name()))],
                         ops: vec![
-                            TxnOp::put(kind_key(&kind.name), encode_kind(&stored), None),
+                            TxnOp::put(kind_key(kind.name()), encode_kind(&stored), None),
                             journal_kind(ChangeType::Insert, &stored, now),
                         ],
                     });
-                    kinds.insert(kind.name.clone(), kind.default_port);
+                    kinds.insert(kind.name().clone(), kind.default_port());
                     summary.kinds += 1;
                 }
             }
         }
 
-        let imported: BTreeSet<&AppId> = snapshot.applications.iter().map(|a| &a.id).collect();
+        let imported: BTreeSet<&AppId> = snapshot.applications.iter().map(|a| a.id()).collect();
         let mut claimed: BTreeMap<u16, &AppId> = BTreeMap::new();
         let mut graph: BTreeMap<AppId, BTreeSet<AppId>> = state.graph();
         let mut highest = state.high_water.as_ref().map(|h| h.value);
         for (index, app) in snapshot.applications.iter().enumerate() {
             let field = format!("applications[{index}]");
             let mut record = Part::default();
-            if state.apps.contains_key(&app.id) {
+            if state.apps.contains_key(app.id()) {
                 problem(
                     format!("{field}.id"),
-                    format!("application {} already exists", app.id),
+                    format!("application {} already exists", app.id()),
                 );
             }
-            for (port_index, port) in app.ports.iter().enumerate() {
+            for (port_index, port) in app.ports().iter().enumerate() {
                 let port_field = format!("{field}.ports[{port_index}]");
                 if !kinds.contains_key(&port.kind) {
                     problem(
@@ -292,23 +293,24 @@ impl Registry {
                             port.external, owner.app
                         ),
                     );
-                } else if let Some(other) = claimed.insert(port.external, &app.id) {
+                } else if let Some(other) = claimed.insert(port.external, app.id()) {
                     problem(
                         format!("{port_field}.external"),
                         format!(
                             "external port {} is in the import twice ({other} and {})",
-                            port.external, app.id
+                            port.external,
+                            app.id()
                         ),
                     );
                 }
-                let (compare, op) = claim_port(port.external, &app.id, &port.kind);
+                let (compare, op) = claim_port(port.external, app.id(), &port.kind);
                 record.compares.push(compare);
                 record.ops.push(op);
                 if port.external <= self.inner.config.ports.ceiling {
                     highest = highest.max(Some(port.external));
                 }
             }
-            for dependency in &app.dependencies {
+            for dependency in app.dependencies() {
                 if !imported.contains(dependency) && !state.apps.contains_key(dependency) {
                     problem(
                         format!("{field}.dependencies"),
@@ -316,8 +318,8 @@ impl Registry {
                     );
                 }
             }
-            graph.insert(app.id.clone(), app.dependencies.clone());
-            record.compares.push(Compare::absent(app_key(&app.id)));
+            graph.insert(app.id().clone(), app.dependencies().clone());
+            record.compares.push(Compare::absent(app_key(app.id())));
             record.ops.push(put_app(app));
             record.ops.push(journal_app(ChangeType::Insert, app, now));
             records.push(record);
@@ -339,7 +341,7 @@ impl Registry {
         if snapshot
             .applications
             .iter()
-            .any(|a| !a.dependencies.is_empty())
+            .any(|a| !a.dependencies().is_empty())
         {
             whole.ops.push(bump_graph());
         }
@@ -349,13 +351,13 @@ impl Registry {
         }
 
         for (index, backend) in snapshot.backends.iter().enumerate() {
-            if state.backends.contains_key(&backend.name) {
+            if state.backends.contains_key(backend.name()) {
                 problem(
                     format!("backends[{index}].name"),
-                    format!("backend {} already exists", backend.name),
+                    format!("backend {} already exists", backend.name()),
                 );
             }
-            let key = Bytes::from(format!("{}{}", keys::BACKENDS, backend.name));
+            let key = keys::entity_key(keys::BACKENDS, backend.name().as_str());
             records.push(Part {
                 compares: vec![Compare::absent(key.clone())],
                 ops: vec![TxnOp::put(key, encode_backend(backend), None)],
@@ -363,13 +365,13 @@ impl Registry {
             summary.backends += 1;
         }
         for (index, frontend) in snapshot.frontends.iter().enumerate() {
-            if state.frontends.contains_key(&frontend.name) {
+            if state.frontends.contains_key(frontend.name()) {
                 problem(
                     format!("frontends[{index}].name"),
-                    format!("frontend {} already exists", frontend.name),
+                    format!("frontend {} already exists", frontend.name()),
                 );
             }
-            let key = Bytes::from(format!("{}{}", keys::FRONTENDS, frontend.name));
+            let key = keys::entity_key(keys::FRONTENDS, frontend.name().as_str());
             records.push(Part {
                 compares: vec![Compare::absent(key.clone())],
                 ops: vec![TxnOp::put(key, encode_frontend(frontend), None)],

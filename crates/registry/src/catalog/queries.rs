@@ -4,7 +4,7 @@
 use super::records::{ChangeType, StoredKind, decode_app, decode_journal, decode_kind};
 use super::view::Versioned;
 use crate::error::Result;
-use crate::view::LiveInstance;
+use crate::live::view::LiveInstance;
 use crate::{Consistency, Registry, keys};
 use berth_domain::catalog::graph::{start_order_of, start_waves};
 use berth_domain::catalog::{AppId, Application, Backend, EntityName, Frontend, KindName};
@@ -59,17 +59,18 @@ pub struct AppQuery {
 
 impl AppQuery {
     fn matches(&self, app: &Application) -> bool {
-        (self.ids.is_empty() || self.ids.contains(&app.id))
-            && (self.ports.is_empty() || app.ports.iter().any(|p| self.ports.contains(&p.external)))
-            && (self.kinds.is_empty() || app.ports.iter().any(|p| self.kinds.contains(&p.kind)))
+        (self.ids.is_empty() || self.ids.contains(app.id()))
+            && (self.ports.is_empty()
+                || app.ports().iter().any(|p| self.ports.contains(&p.external)))
+            && (self.kinds.is_empty() || app.ports().iter().any(|p| self.kinds.contains(&p.kind)))
             && self
                 .prefix
                 .as_deref()
-                .is_none_or(|prefix| app.id.in_family(prefix))
+                .is_none_or(|prefix| app.id().in_family(prefix))
             && self
                 .q
                 .as_deref()
-                .is_none_or(|q| app.id.as_str().contains(q.trim().to_lowercase().as_str()))
+                .is_none_or(|q| app.id().as_str().contains(q.trim().to_lowercase().as_str()))
     }
 }
 
@@ -138,13 +139,13 @@ impl Registry {
             .filter(|app| query.matches(&app.value))
             .collect();
         let port = |app: &Versioned<Application>| app.value.lowest_port().unwrap_or(u16::MAX);
-        let created = |app: &Versioned<Application>| (app.value.created_at, app.created);
+        let created = |app: &Versioned<Application>| (app.value.created_at(), app.created);
         match query.sort {
             AppSort::Id => {}
             AppSort::IdDescending => apps.reverse(),
-            AppSort::Port => apps.sort_by_key(|a| (port(a), a.value.id.clone())),
+            AppSort::Port => apps.sort_by_key(|a| (port(a), a.value.id().clone())),
             AppSort::PortDescending => {
-                apps.sort_by_key(|a| (std::cmp::Reverse(port(a)), a.value.id.clone()));
+                apps.sort_by_key(|a| (std::cmp::Reverse(port(a)), a.value.id().clone()));
             }
             AppSort::Created => apps.sort_by_key(|a| created(a)),
             AppSort::CreatedDescending => apps.sort_by_key(|a| std::cmp::Reverse(created(a))),
@@ -224,7 +225,7 @@ impl Registry {
         only: Option<&str>,
         decode: impl Fn(&str, &[u8]) -> std::result::Result<T, String>,
     ) -> Result<Vec<HistoryEntry<T>>> {
-        let collection_prefix = format!("{}{collection}/", keys::JOURNAL);
+        let collection_prefix = keys::journal_collection(collection);
         let range = match only {
             Some(name) => keys::journal_prefix(collection, name),
             None => collection_prefix.clone(),
@@ -239,8 +240,7 @@ impl Registry {
             else {
                 continue;
             };
-            let storage =
-                |e: String| crate::RegistryError::Store(berth_store::StoreError::Storage(e));
+            let storage = crate::RegistryError::Internal;
             let (change, timestamp, record) = decode_journal(&kv.value).map_err(storage)?;
             history.push(HistoryEntry {
                 revision: kv.create_revision,
@@ -290,11 +290,11 @@ impl Registry {
 
     /// The live instances of a backend: its service's instances at its version.
     pub async fn backend_members(&self, backend: &Backend) -> Result<Vec<Arc<LiveInstance>>> {
-        let view = self.service(&backend.app, Consistency::Local).await?;
+        let view = self.service(backend.app(), Consistency::Local).await?;
         Ok(view
             .instances
             .iter()
-            .filter(|live| live.instance.spec.version.as_deref() == Some(backend.version.as_str()))
+            .filter(|live| live.instance.spec.version() == Some(backend.version()))
             .cloned()
             .collect())
     }

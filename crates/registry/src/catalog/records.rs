@@ -2,9 +2,10 @@
 //! through the domain's validation, and the HTTP surfaces have their own DTOs.
 
 use berth_domain::catalog::{
-    AppId, Application, Backend, EntityName, Frontend, Kind, KindName, PortAssignment, RawJson,
+    Application, Backend, BackendDraft, Frontend, FrontendDraft, Kind, KindDraft, MAX_BLOCK_SIZE,
+    PortDraft, RawJson, WholeApplicationDraft,
 };
-use berth_domain::{ServiceName, Timestamp};
+use berth_domain::{Timestamp, ValidationErrors};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -65,8 +66,8 @@ pub struct StoredKind {
 
 pub(crate) fn encode_kind(kind: &StoredKind) -> Vec<u8> {
     json(&KindRecord {
-        default_port: kind.kind.default_port,
-        offset: kind.kind.offset,
+        default_port: kind.kind.default_port(),
+        offset: kind.kind.offset(),
         created_at_ms: kind.created_at.millis(),
         deleting_since_ms: kind.deleting_since.map(Timestamp::millis),
     })
@@ -75,12 +76,15 @@ pub(crate) fn encode_kind(kind: &StoredKind) -> Vec<u8> {
 pub(crate) fn decode_kind(name: &str, bytes: &[u8]) -> Result<StoredKind, String> {
     let record: KindRecord =
         serde_json::from_slice(bytes).map_err(|e| format!("kind {name}: {e}"))?;
+    let kind: Kind = KindDraft {
+        name: Some(name.into()),
+        default_port: Some(i64::from(record.default_port)),
+        offset: record.offset.map(i64::from),
+    }
+    .validate(None, MAX_BLOCK_SIZE)
+    .map_err(|e| invalid_record("kind", name, &e))?;
     Ok(StoredKind {
-        kind: Kind {
-            name: KindName::parse("name", name).map_err(|e| format!("kind {name}: {e}"))?,
-            default_port: record.default_port,
-            offset: record.offset,
-        },
+        kind,
         created_at: Timestamp::from_millis(record.created_at_ms),
         deleting_since: record.deleting_since_ms.map(Timestamp::from_millis),
     })
@@ -89,7 +93,7 @@ pub(crate) fn decode_kind(name: &str, bytes: &[u8]) -> Result<StoredKind, String
 pub(crate) fn encode_app(app: &Application) -> Vec<u8> {
     json(&AppRecord {
         ports: app
-            .ports
+            .ports()
             .iter()
             .map(|p| PortRecord {
                 kind: p.kind.to_string(),
@@ -97,36 +101,41 @@ pub(crate) fn encode_app(app: &Application) -> Vec<u8> {
                 internal: p.internal,
             })
             .collect(),
-        dependencies: app.dependencies.iter().map(AppId::to_string).collect(),
-        created_at_ms: app.created_at.millis(),
+        dependencies: app.dependencies().iter().map(|d| d.to_string()).collect(),
+        created_at_ms: app.created_at().millis(),
     })
 }
 
 pub(crate) fn decode_app(id: &str, bytes: &[u8]) -> Result<Application, String> {
-    let context = |e: &dyn std::fmt::Display| format!("application {id}: {e}");
-    let record: AppRecord = serde_json::from_slice(bytes).map_err(|e| context(&e))?;
-    let mut ports = Vec::with_capacity(record.ports.len());
-    for port in record.ports {
-        ports.push(PortAssignment {
-            kind: KindName::parse("kind", &port.kind).map_err(|e| context(&e))?,
-            external: port.external,
-            internal: port.internal,
-        });
-    }
-    ports.sort_by_key(|p| p.external);
-    let mut dependencies = std::collections::BTreeSet::new();
-    for dependency in record.dependencies {
-        dependencies.insert(AppId::parse("dependency", &dependency).map_err(|e| context(&e))?);
-    }
-    Ok(Application {
-        id: AppId::parse("id", id).map_err(|e| context(&e))?,
-        ports,
-        dependencies,
+    let record: AppRecord =
+        serde_json::from_slice(bytes).map_err(|e| format!("application {id}: {e}"))?;
+    WholeApplicationDraft {
+        id: Some(id.into()),
+        ports: record
+            .ports
+            .into_iter()
+            .map(|port| PortDraft {
+                kind: Some(port.kind),
+                external: Some(i64::from(port.external)),
+                internal: Some(i64::from(port.internal)),
+            })
+            .collect(),
+        dependencies: record.dependencies,
         created_at: Timestamp::from_millis(record.created_at_ms),
-    })
+    }
+    .validate()
+    .map_err(|e| invalid_record("application", id, &e))
 }
 
-pub(crate) fn encode_claim(app: &AppId, kind: &KindName) -> Vec<u8> {
+/// A stored record that today's rules refuse.
+fn invalid_record(what: &str, name: &str, errors: &ValidationErrors) -> String {
+    format!("{what} {name}: {errors}")
+}
+
+pub(crate) fn encode_claim(
+    app: &berth_domain::catalog::AppId,
+    kind: &berth_domain::catalog::KindName,
+) -> Vec<u8> {
     json(&PortClaim {
         app: app.to_string(),
         kind: kind.to_string(),
@@ -160,38 +169,42 @@ fn cooked_extras(extra: BTreeMap<String, serde_json::Value>) -> BTreeMap<String,
 
 pub(crate) fn encode_backend(backend: &Backend) -> Vec<u8> {
     json(&BackendRecord {
-        app: backend.app.to_string(),
-        version: backend.version.clone(),
-        extra: extras_as_json(&backend.extra),
+        app: backend.app().to_string(),
+        version: backend.version().to_string(),
+        extra: extras_as_json(backend.extra()),
     })
 }
 
 pub(crate) fn decode_backend(name: &str, bytes: &[u8]) -> Result<Backend, String> {
     let context = |e: &dyn std::fmt::Display| format!("backend {name}: {e}");
     let record: BackendRecord = serde_json::from_slice(bytes).map_err(|e| context(&e))?;
-    Ok(Backend {
-        name: EntityName::parse("name", name).map_err(|e| context(&e))?,
-        app: ServiceName::parse("app", &record.app).map_err(|e| context(&e))?,
-        version: record.version,
+    BackendDraft {
+        name: Some(name.into()),
+        app: Some(record.app),
+        version: Some(record.version),
         extra: cooked_extras(record.extra),
-    })
+    }
+    .validate()
+    .map_err(|e| invalid_record("backend", name, &e))
 }
 
 pub(crate) fn encode_frontend(frontend: &Frontend) -> Vec<u8> {
     json(&FrontendRecord {
-        backend: frontend.backend.clone(),
-        extra: extras_as_json(&frontend.extra),
+        backend: frontend.backend().map(String::from),
+        extra: extras_as_json(frontend.extra()),
     })
 }
 
 pub(crate) fn decode_frontend(name: &str, bytes: &[u8]) -> Result<Frontend, String> {
     let context = |e: &dyn std::fmt::Display| format!("frontend {name}: {e}");
     let record: FrontendRecord = serde_json::from_slice(bytes).map_err(|e| context(&e))?;
-    Ok(Frontend {
-        name: EntityName::parse("name", name).map_err(|e| context(&e))?,
+    FrontendDraft {
+        name: Some(name.into()),
         backend: record.backend,
         extra: cooked_extras(record.extra),
-    })
+    }
+    .validate()
+    .map_err(|e| invalid_record("frontend", name, &e))
 }
 
 /// What a journal entry says happened.

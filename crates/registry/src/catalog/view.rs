@@ -142,8 +142,8 @@ impl CatalogState {
     pub fn dependents_of(&self, id: &AppId) -> Vec<AppId> {
         self.apps
             .values()
-            .filter(|app| app.value.dependencies.contains(id))
-            .map(|app| app.value.id.clone())
+            .filter(|app| app.value.dependencies().contains(id))
+            .map(|app| app.value.id().clone())
             .collect()
     }
 
@@ -164,14 +164,14 @@ impl CatalogState {
     pub fn graph(&self) -> BTreeMap<AppId, std::collections::BTreeSet<AppId>> {
         self.apps
             .iter()
-            .map(|(id, app)| (id.clone(), app.value.dependencies.clone()))
+            .map(|(id, app)| (id.clone(), app.value.dependencies().clone()))
             .collect()
     }
 }
 
 impl berth_domain::catalog::graph::Dependencies for CatalogState {
     fn dependencies_of(&self, app: &AppId) -> Option<&std::collections::BTreeSet<AppId>> {
-        self.apps.get(app).map(|a| &a.value.dependencies)
+        self.apps.get(app).map(|a| a.value.dependencies())
     }
 }
 

@@ -357,11 +357,17 @@ impl Store for EtcdStore {
                 "watch start revision {revision} is not a revision"
             )));
         }
+        // "From now" is from the revision after the current one, fixed here: the watch itself
+        // is created a moment later, and must not miss what commits meanwhile.
+        let start = match start_revision {
+            Some(revision) => revision,
+            None => self.status().await?.revision.next(),
+        };
         let (sender, stream) = WatchStream::channel();
         tokio::spawn(run_watch(
             self.client.watch_client(),
             prefix,
-            start_revision,
+            start,
             sender,
         ));
         Ok(stream)
@@ -394,10 +400,9 @@ impl Store for EtcdStore {
 async fn run_watch(
     client: etcd::WatchClient,
     prefix: Bytes,
-    start_revision: Option<Revision>,
+    mut next: Revision,
     sender: mpsc::Sender<Result<WatchBatch>>,
 ) {
-    let mut next = start_revision;
     let mut backoff = Duration::from_millis(100);
     loop {
         let mut options = etcd::WatchOptions::new().with_prev_key();
@@ -406,9 +411,7 @@ async fn run_watch(
         } else {
             options.with_prefix()
         };
-        if let Some(next) = next {
-            options = options.with_start_revision(next.0);
-        }
+        options = options.with_start_revision(next.0);
         let mut watch_client = client.clone();
         let opened = tokio::select! {
             opened = watch_client.watch(prefix.to_vec(), Some(options)) => opened,
@@ -434,13 +437,10 @@ async fn run_watch(
                 Ok(None) | Err(_) => break,
             };
             backoff = Duration::from_millis(100);
-            if response.created() && next.is_none() {
-                next = Some(header_revision(response.header()).next());
-            }
             if response.canceled() {
                 let error = if response.compact_revision() > 0 {
                     StoreError::Compacted {
-                        requested: next.unwrap_or_default(),
+                        requested: next,
                         oldest_available: Some(Revision(response.compact_revision())),
                     }
                 } else {
@@ -453,7 +453,7 @@ async fn run_watch(
                 return;
             }
             for batch in split_by_revision(response.events()) {
-                next = Some(batch.revision.next());
+                next = batch.revision.next();
                 if sender.send(Ok(batch)).await.is_err() {
                     return;
                 }

@@ -5,7 +5,7 @@
 //! one per write.
 
 use crate::keys;
-use crate::records::{StoredInstance, decode_instance};
+use crate::live::records::{StoredInstance, decode_instance};
 use berth_domain::{Instance, InstanceId, ServiceName, Timestamp};
 use berth_store::{EventKind, KeyValue, LeaseId, Revision, WatchBatch};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -162,13 +162,13 @@ impl InstanceView {
                 return None;
             }
         };
-        let service = stored.instance.spec.service.clone();
+        let service = stored.instance.spec.service().clone();
         let state = services
             .entry(service.clone())
             .or_insert_with(|| ServiceState::new(service.clone(), index));
         // One copy of the name for the whole service.
-        stored.instance.spec.service = state.name.clone();
-        let id = stored.instance.spec.id.clone();
+        stored.instance.spec.share_service_name(&state.name);
+        let id = stored.instance.spec.id().clone();
         let live = live_instance(stored, now, state.heartbeats.clone())?;
         if state.instances.insert(id, Arc::new(live)).is_none() {
             self.count.fetch_add(1, Ordering::Relaxed);
@@ -232,9 +232,9 @@ impl InstanceView {
             match decode_instance(kv) {
                 Ok(stored) => {
                     incoming
-                        .entry(stored.instance.spec.service.clone())
+                        .entry(stored.instance.spec.service().clone())
                         .or_default()
-                        .insert(stored.instance.spec.id.clone(), stored);
+                        .insert(stored.instance.spec.id().clone(), stored);
                 }
                 Err(error) => {
                     tracing::warn!(%error, "skipping an instance record that does not decode")
@@ -262,7 +262,7 @@ impl InstanceView {
                 state.instances = fresh
                     .into_iter()
                     .filter_map(|(id, mut stored)| {
-                        stored.instance.spec.service = state.name.clone();
+                        stored.instance.spec.share_service_name(&state.name);
                         live_instance(stored, now, state.heartbeats.clone())
                             .map(|l| (id, Arc::new(l)))
                     })
@@ -321,7 +321,7 @@ impl InstanceView {
                 zones: state
                     .instances
                     .values()
-                    .filter_map(|i| i.instance.spec.zone.as_deref().map(String::from))
+                    .filter_map(|i| i.instance.spec.zone().map(String::from))
                     .collect(),
                 index: state.index,
             })

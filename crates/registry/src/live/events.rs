@@ -4,7 +4,7 @@
 
 use crate::error::Result;
 use crate::keys;
-use crate::records::{StoredInstance, decode_instance};
+use crate::live::records::{StoredInstance, decode_instance};
 use berth_domain::{OfflineReason, ServiceName};
 use berth_store::{AnyStore, EventKind, RangeRequest, Revision, Store, StoreError, WatchBatch};
 use bytes::Bytes;
@@ -144,7 +144,7 @@ pub(crate) fn subscribe(
                             .filter(|e| {
                                 service
                                     .as_ref()
-                                    .is_none_or(|s| &e.instance.instance.spec.service == s)
+                                    .is_none_or(|s| e.instance.instance.spec.service() == s)
                             })
                             .collect();
                         if events.is_empty() {
@@ -206,10 +206,7 @@ pub(crate) async fn snapshot(
     store: &AnyStore,
     service: Option<&ServiceName>,
 ) -> Result<(Revision, Vec<StoredInstance>)> {
-    let prefix = match service {
-        Some(service) => format!("{}{service}/", keys::INSTANCES),
-        None => keys::INSTANCES.to_string(),
-    };
+    let prefix = keys::instances_of(service.map(ServiceName::as_str));
     let response = store.range(RangeRequest::prefix(prefix)).await?;
     let instances = response
         .kvs

@@ -3,11 +3,11 @@
 //! first, and the instance's record always sits on its own lease.
 
 use crate::error::{RegistryError, Result};
-use crate::records::{StoredInstance, decode_instance, encode_instance};
-use crate::view::LiveInstance;
+use crate::live::records::{StoredInstance, decode_instance, encode_instance};
+use crate::live::view::LiveInstance;
 use crate::{Registry, keys};
 use berth_domain::{Instance, InstanceId, InstanceSpec, ServiceName, Timestamp};
-use berth_store::{Compare, LeaseId, Revision, Store, StoreError, Txn, TxnOp, get};
+use berth_store::{Compare, LeaseId, RangeRequest, Revision, Store, StoreError, Txn, TxnOp, get};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,7 +75,7 @@ impl Registry {
     /// Registers `spec`, or renews it when the same instance is already registered with the
     /// same fields, or updates it when its fields changed.
     pub async fn register(&self, spec: InstanceSpec) -> Result<Registered> {
-        let (service, id) = (spec.service.clone(), spec.id.clone());
+        let (service, id) = (spec.service().clone(), spec.id().clone());
         self.register_with(&service, &id, |_| Ok(spec.clone()))
             .await
     }
@@ -93,14 +93,11 @@ impl Registry {
         for _ in 0..ATTEMPTS {
             let current = get(store, key.clone()).await?;
             let stored = match &current {
-                Some(kv) => Some(
-                    decode_instance(kv)
-                        .map_err(|e| RegistryError::Store(StoreError::Storage(e)))?,
-                ),
+                Some(kv) => Some(decode_instance(kv).map_err(RegistryError::Internal)?),
                 None => None,
             };
             let spec = build(stored.as_ref().map(|s| &s.instance))?;
-            if &spec.service != service || &spec.id != id {
+            if spec.service() != service || spec.id() != id {
                 return Err(RegistryError::conflict(
                     "a registration cannot move an instance to another service or id",
                 ));
@@ -137,7 +134,7 @@ impl Registry {
         now: Timestamp,
     ) -> Result<Option<Registered>> {
         let store = self.store();
-        let grant = store.lease_grant(spec.ttl).await?;
+        let grant = store.lease_grant(spec.ttl()).await?;
         let instance = Instance {
             spec,
             registered_at: now,
@@ -185,7 +182,7 @@ impl Registry {
         let mut live_lease = None;
         if let Some(lease) = stored
             .lease
-            .filter(|_| stored.instance.spec.ttl == spec.ttl)
+            .filter(|_| stored.instance.spec.ttl() == spec.ttl())
         {
             match store.lease_keepalive(lease).await {
                 Ok(ttl) => live_lease = Some((lease, ttl)),
@@ -194,7 +191,7 @@ impl Registry {
             }
         }
         if unchanged && let Some((_, ttl)) = live_lease {
-            if let Some(live) = self.view_instance(&spec.service, &spec.id) {
+            if let Some(live) = self.view_instance(spec.service(), spec.id()) {
                 live.record_heartbeat(now);
             }
             return Ok(Some(Registered {
@@ -208,7 +205,7 @@ impl Registry {
         let (lease, lease_ttl, fresh) = match live_lease {
             Some((lease, ttl)) => (lease, ttl, false),
             None => {
-                let grant = store.lease_grant(spec.ttl).await?;
+                let grant = store.lease_grant(spec.ttl()).await?;
                 (grant.id, grant.ttl, true)
             }
         };
@@ -284,49 +281,182 @@ impl Registry {
 
     /// Removes an instance now. Its `offline` event says `deregistered`.
     pub async fn deregister(&self, service: &ServiceName, id: &InstanceId) -> Result<()> {
-        let store = self.store();
         let key = keys::instance_key(service.as_str(), id.as_str());
-        let marker = keys::deregistered_key(service.as_str(), id.as_str());
-        let mut with_marker = true;
-        for _ in 0..ATTEMPTS {
-            let Some(current) = get(store, key.clone()).await? else {
-                return Err(RegistryError::NotFound(format!(
-                    "instance {id} of service {service} is not registered"
-                )));
-            };
-            // The marker rides on the instance's lease, so revoking the lease right after
-            // removes the marker too (and the lease's expiry would, if this node died first).
-            let mut ops = vec![TxnOp::delete(key.clone())];
-            if let Some(lease) = current.lease.filter(|_| with_marker) {
-                ops.push(TxnOp::put(marker.clone(), "deregistered", Some(lease)));
-            }
-            let txn = Txn::new()
-                .when(vec![Compare::unchanged_since(
-                    key.clone(),
-                    current.mod_revision,
-                )])
-                .and_then(ops);
-            let response = match store.txn(txn).await {
-                Ok(response) => response,
-                // The lease ran out a moment ago: delete without a marker on a dead lease.
-                Err(StoreError::LeaseNotFound(_)) => {
-                    with_marker = false;
+        let removed = self
+            .remove_records(|| async {
+                Ok(get(self.store(), key.clone()).await?.into_iter().collect())
+            })
+            .await?;
+        if removed == 0 {
+            return Err(RegistryError::NotFound(format!(
+                "instance {id} of service {service} is not registered"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Removes every instance of `service` that `select` picks, in one transaction (all or
+    /// none), and tells how many. Their `offline` events say `deregistered`.
+    pub async fn deregister_where(
+        &self,
+        service: &ServiceName,
+        select: impl Fn(&InstanceSpec) -> bool,
+    ) -> Result<usize> {
+        self.remove_records(|| async {
+            let records = self.stored_instances(service).await?;
+            Ok(records
+                .into_iter()
+                .filter(|(_, stored)| select(&stored.instance.spec))
+                .map(|(kv, _)| kv)
+                .collect())
+        })
+        .await
+    }
+
+    /// Changes every instance of `service` that `select` picks with `edit`, in one transaction
+    /// (all or none), and tells how many it picked (those `edit` left as they were included).
+    /// Each keeps its lease: a change of fields is not a heartbeat, so it never keeps a dead
+    /// instance alive.
+    pub async fn update_where(
+        &self,
+        service: &ServiceName,
+        select: impl Fn(&InstanceSpec) -> bool,
+        edit: impl Fn(&Instance) -> Result<InstanceSpec>,
+    ) -> Result<usize> {
+        for attempt in 0..ATTEMPTS {
+            let mut compares = Vec::new();
+            let mut ops = Vec::new();
+            let mut picked = 0;
+            for (kv, stored) in self.stored_instances(service).await? {
+                if !select(&stored.instance.spec) {
                     continue;
                 }
-                Err(error) => return Err(error.into()),
-            };
-            if response.succeeded {
-                if let Some(lease) = current.lease {
-                    self.revoke_in_background(lease);
+                picked += 1;
+                let spec = edit(&stored.instance)?;
+                if spec == stored.instance.spec {
+                    continue;
                 }
-                self.written(response.revision).await?;
-                self.inner.counters.deregistrations.increment(1);
-                return Ok(());
+                if spec.service() != service || spec.id() != stored.instance.spec.id() {
+                    return Err(RegistryError::conflict(
+                        "an update cannot move an instance to another service or id",
+                    ));
+                }
+                let instance = Instance {
+                    spec,
+                    registered_at: stored.instance.registered_at,
+                };
+                compares.push(Compare::unchanged_since(kv.key.clone(), kv.mod_revision));
+                ops.push(TxnOp::put(
+                    kv.key.clone(),
+                    encode_instance(&instance, stored.lease_ttl),
+                    kv.lease,
+                ));
+            }
+            if ops.is_empty() {
+                return Ok(picked);
+            }
+            match self
+                .store()
+                .txn(Txn::new().when(compares).and_then(ops))
+                .await
+            {
+                Ok(response) if response.succeeded => {
+                    self.written(response.revision).await?;
+                    return Ok(picked);
+                }
+                Ok(_) => {}
+                // One of them expired a moment ago: its deletion is on its way; plan again
+                // without it.
+                Err(StoreError::LeaseNotFound(_)) => self.pause_for_expiry(attempt).await,
+                Err(error) => return Err(error.into()),
             }
         }
         Err(RegistryError::conflict(format!(
-            "instance {id} of {service} kept changing during the deregistration; try again"
+            "the instances of {service} kept changing during the update; try again"
         )))
+    }
+
+    /// Every instance record of `service` as the store holds it now.
+    async fn stored_instances(
+        &self,
+        service: &ServiceName,
+    ) -> Result<Vec<(berth_store::KeyValue, StoredInstance)>> {
+        let response = self
+            .store()
+            .range(RangeRequest::prefix(keys::instances_of(Some(
+                service.as_str(),
+            ))))
+            .await?;
+        response
+            .kvs
+            .into_iter()
+            .map(|kv| {
+                let stored = decode_instance(&kv).map_err(RegistryError::Internal)?;
+                Ok((kv, stored))
+            })
+            .collect()
+    }
+
+    /// Deletes the records `read` finds, in one transaction with a deregistration marker on
+    /// each one's lease (so the marker goes when the lease is revoked right after, or expires
+    /// should this node die first), again and again while they change meanwhile.
+    async fn remove_records<F>(&self, read: impl Fn() -> F) -> Result<usize>
+    where
+        F: std::future::Future<Output = Result<Vec<berth_store::KeyValue>>>,
+    {
+        let mut with_markers = true;
+        for _ in 0..ATTEMPTS {
+            let records = read().await?;
+            if records.is_empty() {
+                return Ok(0);
+            }
+            let mut compares = Vec::with_capacity(records.len());
+            let mut ops = Vec::with_capacity(records.len() * 2);
+            for kv in &records {
+                compares.push(Compare::unchanged_since(kv.key.clone(), kv.mod_revision));
+                ops.push(TxnOp::delete(kv.key.clone()));
+                if let Some(lease) = kv.lease.filter(|_| with_markers)
+                    && let Some((service, id)) = keys::parse_instance_key(&kv.key)
+                {
+                    ops.push(TxnOp::put(
+                        keys::deregistered_key(service, id),
+                        "deregistered",
+                        Some(lease),
+                    ));
+                }
+            }
+            match self
+                .store()
+                .txn(Txn::new().when(compares).and_then(ops))
+                .await
+            {
+                Ok(response) if response.succeeded => {
+                    for lease in records.iter().filter_map(|kv| kv.lease) {
+                        self.revoke_in_background(lease);
+                    }
+                    self.written(response.revision).await?;
+                    self.inner
+                        .counters
+                        .deregistrations
+                        .increment(records.len() as u64);
+                    return Ok(records.len());
+                }
+                Ok(_) => {}
+                // A lease ran out a moment ago: delete without markers on dead leases (an
+                // expiry is what it was).
+                Err(StoreError::LeaseNotFound(_)) => with_markers = false,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(RegistryError::conflict(
+            "the instances kept changing during the deregistration; try again",
+        ))
+    }
+
+    /// A lease the store refused is past its deadline: its keys are deleted within the
+    /// store's expiry pass. Waits a little longer each attempt.
+    async fn pause_for_expiry(&self, attempt: usize) {
+        tokio::time::sleep(Duration::from_millis(25 * (attempt as u64 + 1))).await;
     }
 
     fn revoke_in_background(&self, lease: LeaseId) {

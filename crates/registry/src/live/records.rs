@@ -50,20 +50,20 @@ pub struct StoredInstance {
 pub fn encode_instance(instance: &Instance, lease_ttl: Duration) -> Vec<u8> {
     let spec = &instance.spec;
     let record = InstanceRecord {
-        address: spec.address.to_string(),
-        port: spec.port,
-        ttl_ms: spec.ttl.as_millis() as u64,
+        address: spec.address().to_string(),
+        port: spec.port(),
+        ttl_ms: spec.ttl().as_millis() as u64,
         lease_ttl_ms: lease_ttl.as_millis() as u64,
-        version: spec.version.as_deref().map(String::from),
-        revision: spec.revision.as_deref().map(String::from),
-        repo: spec.repo.as_deref().map(String::from),
-        zone: spec.zone.as_deref().map(String::from),
-        region: spec.region.as_deref().map(String::from),
-        instance_ref: spec.instance_ref.as_deref().map(String::from),
-        weight: spec.weight,
-        canary: spec.canary,
-        tags: spec.tags.clone(),
-        meta: spec.meta.clone(),
+        version: spec.version().map(String::from),
+        revision: spec.revision().map(String::from),
+        repo: spec.repo().map(String::from),
+        zone: spec.zone().map(String::from),
+        region: spec.region().map(String::from),
+        instance_ref: spec.instance_ref().map(String::from),
+        weight: spec.weight(),
+        canary: spec.canary(),
+        tags: spec.tags().to_vec(),
+        meta: spec.meta().clone(),
         registered_at_ms: instance.registered_at.millis(),
     };
     serde_json::to_vec(&record).expect("an instance record always serializes")
