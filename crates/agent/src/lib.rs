@@ -13,7 +13,7 @@
 pub mod container;
 mod docker;
 mod reconcile;
-pub mod target;
+pub mod targets;
 
 pub use container::Placement;
 pub use docker::DockerError;
@@ -24,7 +24,7 @@ use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use target::Target;
+use targets::Target;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -44,7 +44,7 @@ pub enum AgentError {
     #[error(transparent)]
     Docker(#[from] DockerError),
     #[error("{0}")]
-    Target(#[from] target::TargetError),
+    Target(#[from] targets::TargetError),
 }
 
 /// Connects to the Docker engine at `url`, agreeing on the API version.
@@ -70,6 +70,11 @@ enum Seen {
     Everything(BTreeMap<String, Arc<container::ContainerFacts>>, Duration),
 }
 
+/// Wall time, as the engine's event filter (`since`) takes it: the agent's one clock read.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "Docker's `since` filter is wall time"
+)]
 fn now_nanos() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -257,7 +262,7 @@ async fn docker_worker(
 async fn everything(
     docker: &Docker,
 ) -> Result<(BTreeMap<String, Arc<container::ContainerFacts>>, Duration), DockerError> {
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let mut all = BTreeMap::new();
     for id in docker::running_ids(docker).await? {
         if let Some(facts) = docker::inspect(docker, &id).await? {
@@ -291,5 +296,41 @@ impl Backoff {
 
     pub(crate) fn reset(&mut self) {
         *self = Backoff::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Time is paused: the test moves it, nothing sleeps for real.
+    #[tokio::test(start_paused = true)]
+    async fn the_resync_timer_asks_once_per_period_until_stopped() {
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let timer = tokio::spawn(resync_timer(Duration::from_secs(30), sender, stop.clone()));
+        tokio::time::sleep(Duration::from_secs(29)).await;
+        assert!(
+            receiver.try_recv().is_err(),
+            "the first resync is the start's"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(matches!(receiver.try_recv(), Ok(Work::Resync)));
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(matches!(receiver.try_recv(), Ok(Work::Resync)));
+        assert!(receiver.try_recv().is_err(), "one per period");
+        stop.cancel();
+        timer.await.unwrap();
+    }
+
+    #[test]
+    fn backoff_doubles_to_ten_seconds_with_jitter_and_resets() {
+        let mut backoff = Backoff::default();
+        let delays: Vec<Duration> = (0..10).map(|_| backoff.next_delay()).collect();
+        assert!(delays[0] >= Duration::from_millis(80) && delays[0] <= Duration::from_millis(120));
+        assert!(delays[1] >= Duration::from_millis(160) && delays[1] <= Duration::from_millis(240));
+        assert!(delays[9] >= Duration::from_secs(8) && delays[9] <= Duration::from_secs(12));
+        backoff.reset();
+        assert!(backoff.next_delay() <= Duration::from_millis(120));
     }
 }

@@ -5,7 +5,7 @@
 //! this host and fixes both ways.
 
 use crate::container::{ContainerFacts, Record, plan};
-use crate::target::{Target, TargetError};
+use crate::targets::{Target, TargetError};
 use crate::{AgentConfig, AgentError, Backoff, Seen};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -209,7 +209,7 @@ impl Reconciler<'_> {
 
     /// A resync: every running container.
     async fn everything(&mut self, all: BTreeMap<String, Arc<ContainerFacts>>, took: Duration) {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         self.desired = BTreeMap::new();
         for (id, facts) in &all {
             let records = self.plan(id, Some(facts));

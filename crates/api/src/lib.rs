@@ -7,20 +7,18 @@ pub mod compat;
 pub mod error;
 mod extract;
 mod format;
+mod metrics;
 pub mod native;
 mod ops;
 mod reply;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::Response;
 use axum::routing::{MethodFilter, on};
 use berth_registry::Registry;
 use std::sync::Arc;
-use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use extract::BODY_LIMIT;
@@ -82,6 +80,32 @@ pub enum Surface {
     Flow,
 }
 
+impl Surface {
+    /// The paths each API owns, whether or not a route matches them (so a miss is answered in
+    /// that API's shape). bender's restify server answered every other path.
+    const PREFIXES: &[(Surface, &[&str])] = &[
+        (
+            Surface::Lyft,
+            &["/v1/registration", "/v1/loadbalancing", "/healthcheck"],
+        ),
+        (Surface::Operations, &["/health", "/metrics"]),
+        (Surface::Native, &["/v1"]),
+        (Surface::Flow, &["/applications", "/services"]),
+    ];
+
+    /// The API `path` belongs to.
+    pub fn of_path(path: &str) -> Surface {
+        let under = |prefix: &str| {
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
+        Self::PREFIXES
+            .iter()
+            .find(|(_, prefixes)| prefixes.iter().any(|p| under(p)))
+            .map_or(Surface::Bender, |(surface, _)| *surface)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteInfo {
     pub surface: Surface,
@@ -120,7 +144,8 @@ impl Routes {
 /// Every route the server has, each registered once.
 fn routes() -> Routes {
     use Surface::{Native, Operations};
-    use native::{catalog, events, instances};
+    use berth_domain::catalog::{Backend, Frontend};
+    use native::{apps, events, instances, kinds, routing, transfer};
     Routes {
         router: Router::new(),
         table: Vec::new(),
@@ -177,120 +202,125 @@ fn routes() -> Routes {
         instances::find_instances,
     )
     .add(Native, Method::GET, "/v1/events", events::events)
-    .add(Native, Method::GET, "/v1/kinds", catalog::list_kinds)
-    .add(Native, Method::POST, "/v1/kinds", catalog::create_kind)
-    .add(Native, Method::GET, "/v1/kinds/{kind}", catalog::get_kind)
-    .add(Native, Method::PUT, "/v1/kinds/{kind}", catalog::put_kind)
+    .add(Native, Method::GET, "/v1/kinds", kinds::list_kinds)
+    .add(Native, Method::POST, "/v1/kinds", kinds::create_kind)
+    .add(Native, Method::GET, "/v1/kinds/{kind}", kinds::get_kind)
+    .add(Native, Method::PUT, "/v1/kinds/{kind}", kinds::put_kind)
     .add(
         Native,
         Method::DELETE,
         "/v1/kinds/{kind}",
-        catalog::delete_kind,
+        kinds::delete_kind,
     )
     .add(
         Native,
         Method::GET,
         "/v1/kinds/{kind}/history",
-        catalog::kind_history,
+        kinds::kind_history,
     )
-    .add(Native, Method::GET, "/v1/apps", catalog::list_apps)
-    .add(Native, Method::POST, "/v1/apps", catalog::create_app)
-    .add(Native, Method::GET, "/v1/apps/{id}", catalog::get_app)
-    .add(Native, Method::DELETE, "/v1/apps/{id}", catalog::delete_app)
+    .add(Native, Method::GET, "/v1/apps", apps::list_apps)
+    .add(Native, Method::POST, "/v1/apps", apps::create_app)
+    .add(Native, Method::GET, "/v1/apps/{id}", apps::get_app)
+    .add(Native, Method::DELETE, "/v1/apps/{id}", apps::delete_app)
     .add(
         Native,
         Method::PUT,
         "/v1/apps/{id}/ports/{kind}",
-        catalog::put_port,
+        apps::put_port,
     )
     .add(
         Native,
         Method::DELETE,
         "/v1/apps/{id}/ports/{kind}",
-        catalog::delete_port,
+        apps::delete_port,
     )
     .add(
         Native,
         Method::GET,
         "/v1/apps/{id}/dependencies",
-        catalog::get_dependencies,
+        apps::get_dependencies,
     )
     .add(
         Native,
         Method::PUT,
         "/v1/apps/{id}/dependencies",
-        catalog::put_dependencies,
+        apps::put_dependencies,
     )
     .add(
         Native,
         Method::PUT,
         "/v1/apps/{id}/dependencies/{dependency}",
-        catalog::put_dependency,
+        apps::put_dependency,
     )
     .add(
         Native,
         Method::DELETE,
         "/v1/apps/{id}/dependencies/{dependency}",
-        catalog::delete_dependency,
+        apps::delete_dependency,
     )
     .add(
         Native,
         Method::GET,
         "/v1/apps/{id}/start-order",
-        catalog::app_start_order,
+        apps::app_start_order,
     )
     .add(
         Native,
         Method::GET,
         "/v1/apps/{id}/history",
-        catalog::app_history,
+        apps::app_history,
     )
-    .add(Native, Method::GET, "/v1/apps/{id}/env", catalog::app_env)
-    .add(Native, Method::GET, "/v1/start-order", catalog::start_order)
-    .add(Native, Method::GET, "/v1/catalog", catalog::export)
-    .add(Native, Method::POST, "/v1/catalog/import", catalog::import)
-    .add(Native, Method::GET, "/v1/backends", catalog::list_backends)
+    .add(Native, Method::GET, "/v1/apps/{id}/env", apps::app_env)
+    .add(Native, Method::GET, "/v1/start-order", apps::start_order)
+    .add(Native, Method::GET, "/v1/catalog", transfer::export)
+    .add(Native, Method::POST, "/v1/catalog/import", transfer::import)
+    .add(
+        Native,
+        Method::GET,
+        "/v1/backends",
+        routing::list::<Backend>,
+    )
     .add(
         Native,
         Method::POST,
         "/v1/backends",
-        catalog::create_backend,
+        routing::create::<Backend>,
     )
     .add(
         Native,
         Method::GET,
         "/v1/backends/{name}",
-        catalog::get_backend,
+        routing::get::<Backend>,
     )
     .add(
         Native,
         Method::DELETE,
         "/v1/backends/{name}",
-        catalog::delete_backend,
+        routing::delete::<Backend>,
     )
     .add(
         Native,
         Method::GET,
         "/v1/frontends",
-        catalog::list_frontends,
+        routing::list::<Frontend>,
     )
     .add(
         Native,
         Method::POST,
         "/v1/frontends",
-        catalog::create_frontend,
+        routing::create::<Frontend>,
     )
     .add(
         Native,
         Method::GET,
         "/v1/frontends/{name}",
-        catalog::get_frontend,
+        routing::get::<Frontend>,
     )
     .add(
         Native,
         Method::DELETE,
         "/v1/frontends/{name}",
-        catalog::delete_frontend,
+        routing::delete::<Frontend>,
     )
     .pipe(compat::lyft::routes)
     .pipe(compat::bender::routes)
@@ -312,7 +342,7 @@ pub fn route_table() -> Vec<RouteInfo> {
 /// metrics' handles are taken here, once per route.
 pub fn build(state: ApiState) -> Router {
     let routes = routes();
-    let metrics = Arc::new(RequestMetrics::new(&routes.table));
+    let metrics = Arc::new(metrics::RequestMetrics::new(&routes.table));
     routes
         .router
         .fallback(compat::not_found)
@@ -323,71 +353,6 @@ pub fn build(state: ApiState) -> Router {
         }))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
-}
-
-/// Request counts (by route, method and status class) and durations (by route), with every
-/// handle resolved when the router is built: recording a request is a map lookup and two
-/// atomic updates, not a label set built per request.
-struct RequestMetrics {
-    routes: std::collections::HashMap<&'static str, Vec<(Method, RouteMetrics)>>,
-    unmatched: RouteMetrics,
-}
-
-struct RouteMetrics {
-    /// 1xx/2xx, 3xx, 4xx, 5xx.
-    requests: [metrics::Counter; 4],
-    duration: metrics::Histogram,
-}
-
-impl RouteMetrics {
-    fn new(method: &str, route: &'static str) -> Self {
-        let counter = |status: &'static str| metrics::counter!("berth_http_requests_total", "route" => route, "method" => method.to_string(), "status" => status);
-        RouteMetrics {
-            requests: [
-                counter("2xx"),
-                counter("3xx"),
-                counter("4xx"),
-                counter("5xx"),
-            ],
-            duration: metrics::histogram!("berth_http_request_duration_seconds", "route" => route),
-        }
-    }
-}
-
-impl RequestMetrics {
-    fn new(table: &[RouteInfo]) -> Self {
-        let mut routes: std::collections::HashMap<_, Vec<_>> = std::collections::HashMap::new();
-        for route in table {
-            routes.entry(route.path).or_default().push((
-                route.method.clone(),
-                RouteMetrics::new(route.method.as_str(), route.path),
-            ));
-        }
-        RequestMetrics {
-            routes,
-            unmatched: RouteMetrics::new("any", "unmatched"),
-        }
-    }
-
-    async fn record(&self, request: Request, next: Next) -> Response {
-        let started = Instant::now();
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .and_then(|path| self.routes.get(path.as_str()))
-            .and_then(|methods| methods.iter().find(|(m, _)| m == request.method()))
-            .map_or(&self.unmatched, |(_, metrics)| metrics);
-        let response = next.run(request).await;
-        let class = match response.status().as_u16() {
-            ..300 => 0,
-            300..400 => 1,
-            400..500 => 2,
-            _ => 3,
-        };
-        route.requests[class].increment(1);
-        route.duration.record(started.elapsed().as_secs_f64());
-        response
-    }
 }
 
 /// Serves until `state.shutdown` is cancelled, then stops accepting, lets requests in flight

@@ -1,5 +1,9 @@
 //! `berth-bench`: berth's benchmarks. Each prints its figures next to the targets the issues
 //! set; none of them is a test (timing is measured, never asserted).
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a benchmark measures real time against real processes"
+)]
 
 mod agent;
 mod catalog;

@@ -4,9 +4,9 @@
 use crate::config::LogFormat;
 use crate::serve::{install_metrics, spawn_signal_handler};
 use anyhow::{Context, bail};
-use berth_agent::target::{BerthTarget, Target};
+use berth_agent::targets::{BerthTarget, Target};
 #[cfg(feature = "etcd")]
-use berth_agent::target::{EtcdLayout, EtcdTarget};
+use berth_agent::targets::{EtcdLayout, EtcdTarget};
 use berth_agent::{AgentConfig, Mode, Placement};
 use clap::{Args, ValueEnum};
 use std::net::{IpAddr, SocketAddr};
@@ -81,7 +81,7 @@ pub struct AgentArgs {
     pub etcd_prefix: String,
     /// etcd target: the key path, comma-separated TYPE:NAME elements (environment:X, string:X,
     /// service:PORT, service:HOST_PORT, service:HOSTNAME or service:<document field>)
-    #[arg(long, env = "BERTH_AGENT_ETCD_PATH", default_value = berth_agent::target::DEFAULT_PATH)]
+    #[arg(long, env = "BERTH_AGENT_ETCD_PATH", default_value = berth_agent::targets::DEFAULT_PATH)]
     pub etcd_path: String,
     /// Log format
     #[arg(long, value_enum, env = "BERTH_LOG_FORMAT", default_value_t)]

@@ -8,8 +8,10 @@ mod cli;
 mod config;
 mod logging;
 mod serve;
+mod settings;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 // A registry allocates many small, short-lived objects per request; mimalloc does that with
@@ -36,7 +38,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the berth server
-    Serve(config::ServeArgs),
+    Serve(settings::ServeArgs),
     /// Run the Docker registrar: register every published container port
     ///
     /// Registers every published port of the containers the Docker engine runs, and removes
@@ -140,8 +142,32 @@ enum Command {
     },
 }
 
+/// `BERTH_*` variables in `env` that nothing reads (probably typos): every setting's and
+/// every command's variables are known.
+fn unknown_env_vars(env: &BTreeMap<String, String>) -> Vec<String> {
+    fn command_env(command: &clap::Command, known: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            if let Some(name) = arg.get_env() {
+                known.push(name.to_string_lossy().into_owned());
+            }
+        }
+        for sub in command.get_subcommands() {
+            command_env(sub, known);
+        }
+    }
+    let mut known: Vec<String> = settings::setting_env_names().map(String::from).collect();
+    command_env(&Cli::command(), &mut known);
+    env.keys()
+        .filter(|name| name.starts_with("BERTH_") && !known.contains(name))
+        .cloned()
+        .collect()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The one place the environment is read: everything else gets it passed in.
+    #[allow(clippy::disallowed_methods)]
+    let env: BTreeMap<String, String> = std::env::vars().collect();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -153,14 +179,14 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve(args) => match args.resolve() {
+        Command::Serve(args) => match config::resolve(&args, &env) {
             Ok(config) => {
                 let (log_format, log_level) = (config.log_format, config.log_level.clone());
                 run_daemon(
                     &runtime,
                     log_format,
                     &log_level,
-                    serve::run(config),
+                    serve::run(config, unknown_env_vars(&env)),
                     "berth",
                 )
             }

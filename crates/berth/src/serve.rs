@@ -1,7 +1,7 @@
 //! `berth serve`: wires the store, the registry and the HTTP surfaces together, and stops them
 //! in order on SIGTERM or SIGINT (stop accepting, drain, flush the store, exit 0).
 
-use crate::config::{ServeConfig, unknown_env_vars};
+use crate::config::ServeConfig;
 use anyhow::Context;
 use berth_api::{ApiState, MetricsRenderer};
 use berth_registry::{Registry, RegistryConfig, SystemWallClock};
@@ -65,15 +65,27 @@ pub(crate) fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Resul
     Ok(())
 }
 
-pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
-    for name in unknown_env_vars() {
+/// One listener of the server: its name (for logs), where it listens, and what serves it
+/// until the shutdown token is cancelled. A new protocol is one more of these.
+struct Surface {
+    name: &'static str,
+    address: std::net::SocketAddr,
+    serve: futures::future::BoxFuture<'static, std::io::Result<()>>,
+}
+
+/// Binds `address` for `name`, with the address in the error.
+async fn bind(name: &str, address: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("{name}: cannot listen on {address}"))
+}
+
+pub async fn run(config: ServeConfig, unknown_env: Vec<String>) -> anyhow::Result<()> {
+    for name in unknown_env {
         tracing::warn!(variable = %name, "unknown BERTH_ environment variable ignored (a typo?)");
     }
     let metrics = install_metrics()?;
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let address = listener.local_addr()?;
+    let http = bind("http", &config.listen).await?;
 
     let mut embedded = EmbeddedOptions::new(&config.data_dir);
     embedded.retained_revisions = config.history_revisions;
@@ -107,31 +119,22 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         config.compat.clone(),
     );
+    let surfaces = vec![Surface {
+        name: "http",
+        address: http.local_addr()?,
+        serve: Box::pin(berth_api::serve(http, state)),
+    }];
     let data_dir = match &config.store {
         StoreLocation::Embedded => Some(config.data_dir.display().to_string()),
         StoreLocation::Etcd { .. } => None,
     };
     tracing::info!(
-        address = %address,
         store = %config.store,
         data_dir = data_dir.as_deref().unwrap_or("-"),
         version = env!("CARGO_PKG_VERSION"),
-        "listening"
+        "started"
     );
-    let mut server = tokio::spawn(berth_api::serve(listener, state));
-    let finished = tokio::select! {
-        finished = &mut server => Some(finished),
-        () = shutdown.cancelled() => tokio::time::timeout(DRAIN_TIMEOUT, &mut server).await.ok(),
-    };
-    match finished {
-        Some(Ok(Ok(()))) => {}
-        Some(Ok(Err(error))) => tracing::error!(%error, "the HTTP server failed"),
-        Some(Err(error)) => tracing::error!(%error, "the HTTP server task failed"),
-        None => tracing::warn!(
-            timeout = ?DRAIN_TIMEOUT,
-            "requests still running after the drain timeout; closing anyway"
-        ),
-    }
+    serve_until_shutdown(surfaces, &shutdown).await;
     drop(registry);
     store
         .close()
@@ -139,4 +142,43 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .context("flushing the store at shutdown")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Runs every surface until the shutdown token is cancelled (or one of them fails, which
+/// starts the shutdown too), then waits for all of them to drain, at most `DRAIN_TIMEOUT`.
+async fn serve_until_shutdown(surfaces: Vec<Surface>, shutdown: &CancellationToken) {
+    let mut running = tokio::task::JoinSet::new();
+    for surface in surfaces {
+        let name = surface.name;
+        // With `--listen 127.0.0.1:0`, this line is how a test learns the address it got.
+        tracing::info!(surface = name, address = %surface.address, "listening");
+        let serve = surface.serve;
+        running.spawn(async move { (name, serve.await) });
+    }
+    let report =
+        |finished: Result<(&str, std::io::Result<()>), tokio::task::JoinError>| match finished {
+            Ok((_, Ok(()))) => {}
+            Ok((name, Err(error))) => tracing::error!(surface = name, %error, "a server failed"),
+            Err(error) => tracing::error!(%error, "a server task failed"),
+        };
+    tokio::select! {
+        Some(finished) = running.join_next() => {
+            report(finished);
+            shutdown.cancel();
+        }
+        () = shutdown.cancelled() => {}
+    }
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while let Some(finished) = running.join_next().await {
+            report(finished);
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            timeout = ?DRAIN_TIMEOUT,
+            "requests still running after the drain timeout; closing anyway"
+        );
+        running.abort_all();
+    }
 }

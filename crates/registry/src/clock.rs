@@ -11,6 +11,7 @@ pub trait WallClock: Send + Sync + 'static {
 pub struct SystemWallClock;
 
 impl WallClock for SystemWallClock {
+    #[allow(clippy::disallowed_methods, reason = "this is the registry's clock")]
     fn now(&self) -> Timestamp {
         Timestamp::from_millis(
             SystemTime::now()

@@ -376,3 +376,86 @@ async fn two_hundred_concurrent_registrations_all_land() {
     assert_eq!(view.instances.len(), 200);
     assert_eq!(f.store.stats().leases, 200);
 }
+
+/// Changes and removals of several instances are one command each: one transaction, one
+/// revision, all or nothing. A change of fields is not a heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_instances_change_and_go_in_one_command() {
+    let f = fixture().await;
+    for port in [80, 81, 82] {
+        f.registry
+            .register(spec("bulk", "10.0.0.9", port, 10_000))
+            .await
+            .unwrap();
+    }
+    f.registry
+        .register(spec("bulk", "10.0.0.10", 80, 10_000))
+        .await
+        .unwrap();
+    let mut events = f.registry.subscribe(Some(name("bulk")), None);
+    let on_first_address = |spec: &InstanceSpec| spec.address().to_string() == "10.0.0.9";
+
+    f.clock.advance(Duration::from_secs(6));
+    let picked = f
+        .registry
+        .update_where(&name("bulk"), on_first_address, |current| {
+            let mut draft = InstanceDraft::from(&current.spec);
+            draft.weight = Some(9);
+            Ok(draft.validate(
+                "bulk",
+                Some(current.spec.id().as_str()),
+                &InstanceDefaults::default(),
+            )?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(picked, 3);
+    let (revision, updated) = next_events(&mut events).await;
+    assert_eq!(updated.len(), 3, "three updates at revision {revision}");
+    assert!(
+        updated
+            .iter()
+            .all(|(kind, _)| *kind == InstanceEventKind::Updated)
+    );
+
+    // The update renewed nothing: 6 s + 5 s is past the 10 s TTL of every one.
+    f.clock.advance(Duration::from_secs(5));
+    let mut expired = Vec::new();
+    while expired.len() < 4 {
+        expired.extend(next_events(&mut events).await.1);
+    }
+    assert!(
+        expired
+            .iter()
+            .all(|(kind, _)| *kind == InstanceEventKind::Offline(OfflineReason::Expired))
+    );
+
+    for port in [80, 81] {
+        f.registry
+            .register(spec("bulk", "10.0.0.9", port, 10_000))
+            .await
+            .unwrap();
+    }
+    let (_, online) = next_events(&mut events).await;
+    let (_, more) = next_events(&mut events).await;
+    assert_eq!(online.len() + more.len(), 2);
+    let removed = f
+        .registry
+        .deregister_where(&name("bulk"), on_first_address)
+        .await
+        .unwrap();
+    assert_eq!(removed, 2);
+    let (_, gone) = next_events(&mut events).await;
+    assert_eq!(
+        gone.iter().map(|(kind, _)| *kind).collect::<Vec<_>>(),
+        vec![InstanceEventKind::Offline(OfflineReason::Deregistered); 2],
+        "both at one revision"
+    );
+    assert_eq!(
+        f.registry
+            .deregister_where(&name("bulk"), on_first_address)
+            .await
+            .unwrap(),
+        0
+    );
+}

@@ -1,12 +1,25 @@
-//! What only the embedded backend promises: durability across restarts, leases that survive a
+//! The embedded backend: the store contract (the conformance suite), and what only it promises: durability across restarts, leases that survive a
 //! restart with a full TTL, keepalives that never touch the disk, group commit, the data
 //! directory lock, the format version, and refusing a damaged file.
+
+mod conformance;
 
 use berth_store::embedded::{DATA_FILE, EmbeddedOptions, EmbeddedStore, OpenError};
 use berth_store::{EventKind, ManualClock, RangeRequest, Store, StoreError, get, put};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The store contract, on a redb file in a temporary directory.
+async fn open_for_the_contract() -> (Arc<EmbeddedStore>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(EmbeddedOptions::new(dir.path()))
+        .await
+        .unwrap();
+    (Arc::new(store), dir)
+}
+
+conformance::suite!(super::open_for_the_contract);
 
 const WAIT: Duration = Duration::from_secs(10);
 

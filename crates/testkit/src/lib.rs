@@ -1,6 +1,10 @@
 //! Test harness shared by berth's tests and benchmarks: a real etcd on loopback ports with a
 //! temporary data directory, a real `berth serve` on a free port, and child processes that
 //! cannot outlive the test that started them.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the harness times real processes and finds etcd on PATH"
+)]
 #![allow(unsafe_code)] // one pre_exec hook, see `die_with_parent`
 
 pub mod docker;
@@ -351,7 +355,7 @@ impl BerthServer {
         }
         full.extend_from_slice(args);
         let (process, log, address) = spawn_logged(&full, env, |event| {
-            (event["message"] == "listening")
+            (event["message"] == "listening" && event["surface"] == "http")
                 .then(|| event["address"].as_str().map(String::from))
                 .flatten()
         })?;

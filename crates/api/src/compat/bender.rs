@@ -4,7 +4,7 @@
 //! in `docs/compat/bender.md`.
 
 use crate::extract::ApiPath;
-use crate::native::catalog::{backend_draft, frontend_draft};
+use crate::native::routing::{backend_draft, frontend_draft};
 use crate::reply::with_location;
 use crate::{ApiState, Routes, Surface};
 use axum::extract::{Request, State};
@@ -12,10 +12,27 @@ use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_domain::catalog::{Backend, CatalogError, EntityName, Frontend, RawJson};
 use berth_domain::{Address, InstanceDefaults, InstanceDraft, InstanceId, ServiceName};
+use berth_registry::catalog::{RoutingEntity, extras_as_json};
 use berth_registry::{Consistency, LiveInstance, RegistryError};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// bender's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// A registration not renewed within this goes offline.
+    pub ttl: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            ttl: Duration::from_millis(4000),
+        }
+    }
+}
 
 pub(crate) fn routes(routes: Routes) -> Routes {
     use Surface::Bender;
@@ -39,14 +56,39 @@ pub(crate) fn routes(routes: Routes) -> Routes {
             "/registrations/{app}/{version}",
             version_registrations,
         )
-        .add(Bender, Method::GET, "/backends", list_backends)
-        .add(Bender, Method::POST, "/backends", create_backend)
-        .add(Bender, Method::GET, "/backends/{name}", get_backend)
-        .add(Bender, Method::DELETE, "/backends/{name}", delete_backend)
-        .add(Bender, Method::GET, "/frontends", list_frontends)
-        .add(Bender, Method::POST, "/frontends", create_frontend)
-        .add(Bender, Method::GET, "/frontends/{name}", get_frontend)
-        .add(Bender, Method::DELETE, "/frontends/{name}", delete_frontend)
+        .add(Bender, Method::GET, "/backends", list_entities::<Backend>)
+        .add(Bender, Method::POST, "/backends", create_entity::<Backend>)
+        .add(
+            Bender,
+            Method::GET,
+            "/backends/{name}",
+            get_entity::<Backend>,
+        )
+        .add(
+            Bender,
+            Method::DELETE,
+            "/backends/{name}",
+            delete_entity::<Backend>,
+        )
+        .add(Bender, Method::GET, "/frontends", list_entities::<Frontend>)
+        .add(
+            Bender,
+            Method::POST,
+            "/frontends",
+            create_entity::<Frontend>,
+        )
+        .add(
+            Bender,
+            Method::GET,
+            "/frontends/{name}",
+            get_entity::<Frontend>,
+        )
+        .add(
+            Bender,
+            Method::DELETE,
+            "/frontends/{name}",
+            delete_entity::<Frontend>,
+        )
 }
 
 /// restify's error body: `{"message", "code"}`.
@@ -122,7 +164,7 @@ async fn register(
     let id = InstanceId::parse("id", &address.with_port(port))
         .map_err(|e| BenderError::invalid(e.to_string()))?;
     let defaults = InstanceDefaults {
-        ttl: state.compat.bender_ttl,
+        ttl: state.compat.bender.ttl,
         min_ttl: berth_domain::LOWEST_TTL,
     };
     let spec = InstanceDraft {
@@ -179,36 +221,85 @@ async fn version_registrations(
     Ok(rows(&instances))
 }
 
-fn extras(extra: &BTreeMap<String, RawJson>, row: &mut Map<String, Value>) {
-    for (key, value) in extra {
-        row.insert(
-            key.clone(),
-            serde_json::from_str(&value.0).unwrap_or(Value::Null),
-        );
+/// A backend's or frontend's row: its extra fields, then bender's own.
+fn entity_row(
+    extra: &BTreeMap<String, RawJson>,
+    own: impl IntoIterator<Item = (&'static str, Value)>,
+) -> Value {
+    let mut row: Map<String, Value> = extras_as_json(extra).into_iter().collect();
+    for (key, value) in own {
+        row.insert(key.into(), value);
     }
-}
-
-fn backend_row(backend: &Backend) -> Value {
-    let mut row = Map::new();
-    extras(backend.extra(), &mut row);
-    row.insert("id".into(), json!(format!("backend/{}", backend.name())));
-    row.insert("name".into(), json!(backend.name().as_str()));
-    row.insert("app".into(), json!(backend.app().as_str()));
-    row.insert("version".into(), json!(backend.version()));
-    row.insert("resource".into(), json!("Backend"));
     Value::Object(row)
 }
 
-fn frontend_row(frontend: &Frontend) -> Value {
-    let mut row = Map::new();
-    extras(frontend.extra(), &mut row);
-    row.insert("id".into(), json!(format!("frontend/{}", frontend.name())));
-    row.insert("name".into(), json!(frontend.name().as_str()));
-    if let Some(backend) = &frontend.backend() {
-        row.insert("backend".into(), json!(backend));
+/// A routing entity as bender shows and reads it.
+trait BenderRouting: RoutingEntity {
+    /// Where the collection is: `/backends`.
+    const PATH: &'static str;
+    /// bender's words for a name it does not have, and for one taken.
+    const NOT_FOUND: &'static str;
+    const EXISTS: &'static str;
+
+    fn row(&self) -> Value;
+
+    /// The entity a request body describes, validated; a required field of another type is
+    /// reported as a missing one, as bender's checks had it.
+    fn from_body(body: Map<String, Value>) -> BenderResult<Self>;
+}
+
+impl BenderRouting for Backend {
+    const PATH: &'static str = "/backends";
+    const NOT_FOUND: &'static str = "Backend not found";
+    const EXISTS: &'static str = "Backend with that name already exists";
+
+    fn row(&self) -> Value {
+        entity_row(
+            self.extra(),
+            [
+                ("id", json!(format!("backend/{}", self.name()))),
+                ("name", json!(self.name().as_str())),
+                ("app", json!(self.app().as_str())),
+                ("version", json!(self.version())),
+                ("resource", json!("Backend")),
+            ],
+        )
     }
-    row.insert("resource".into(), json!("Frontend"));
-    Value::Object(row)
+
+    fn from_body(body: Map<String, Value>) -> BenderResult<Self> {
+        let draft = draft_or_missing(backend_draft(body), |field| match field {
+            "name" => Some("Backend name is required"),
+            _ => Some("Application name and version are required"),
+        })?;
+        draft.validate().map_err(|e| refused(&e))
+    }
+}
+
+impl BenderRouting for Frontend {
+    const PATH: &'static str = "/frontends";
+    const NOT_FOUND: &'static str = "Frontend not found";
+    const EXISTS: &'static str = "Frontend with that name already exists";
+
+    fn row(&self) -> Value {
+        let backend = self.backend().map(|b| ("backend", json!(b)));
+        entity_row(
+            self.extra(),
+            [
+                ("id", json!(format!("frontend/{}", self.name()))),
+                ("name", json!(self.name().as_str())),
+            ]
+            .into_iter()
+            .chain(backend)
+            .chain([("resource", json!("Frontend"))]),
+        )
+    }
+
+    fn from_body(body: Map<String, Value>) -> BenderResult<Self> {
+        let draft = draft_or_missing(frontend_draft(body), |field| {
+            (field == "name").then_some("Frontend name is required")
+        })?;
+        draft.validate().map_err(|e| refused(&e))
+    }
 }
 
 /// The JSON object a POST carries (restify only read JSON bodies: a form leaves it empty).
@@ -242,23 +333,6 @@ async fn body_object(request: Request) -> BenderResult<Map<String, Value>> {
     Ok(object)
 }
 
-fn created(row: Value, location: String) -> Response {
-    with_location(
-        (StatusCode::CREATED, axum::Json(row)).into_response(),
-        &location,
-    )
-}
-
-fn entity_name(name: &str, missing: &'static str) -> BenderResult<EntityName> {
-    EntityName::parse("name", name)
-        .map_err(|_| BenderError(StatusCode::NOT_FOUND, "NOT_FOUND", missing.into()))
-}
-
-async fn list_backends(State(state): State<ApiState>) -> BenderResult<Response> {
-    let backends = state.registry.backends().await?;
-    Ok(axum::Json(Value::Array(backends.iter().map(backend_row).collect())).into_response())
-}
-
 /// A body bender refuses: its first problem, in the domain's words (which are bender's).
 fn refused(errors: &berth_domain::ValidationErrors) -> BenderError {
     BenderError::invalid(errors.first().message.clone())
@@ -277,121 +351,57 @@ fn draft_or_missing<T>(
     })
 }
 
-async fn create_backend(State(state): State<ApiState>, request: Request) -> BenderResult<Response> {
-    let body = body_object(request).await?;
-    let draft = draft_or_missing(backend_draft(body), |field| match field {
-        "name" => Some("Backend name is required"),
-        _ => Some("Application name and version are required"),
-    })?;
-    let backend = draft.validate().map_err(|e| refused(&e))?;
-    let backend = state
-        .registry
-        .create_backend(backend)
-        .await
-        .map_err(|error| match error {
-            RegistryError::Catalog(CatalogError::EntityExists { .. }) => BenderError(
-                StatusCode::CONFLICT,
-                "CONFLICT",
-                "Backend with that name already exists".into(),
-            ),
-            other => other.into(),
-        })?;
-    Ok(created(
-        backend_row(&backend),
-        format!("/backends/{}", backend.name()),
-    ))
+fn not_found<E: BenderRouting>() -> BenderError {
+    BenderError(StatusCode::NOT_FOUND, "NOT_FOUND", E::NOT_FOUND.into())
 }
 
-async fn get_backend(
-    State(state): State<ApiState>,
-    ApiPath(name): ApiPath<String>,
-) -> BenderResult<Response> {
-    let name = entity_name(&name, "Backend not found")?;
-    let backend = state.registry.backend(&name).await?.ok_or_else(|| {
-        BenderError(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            "Backend not found".into(),
-        )
-    })?;
-    Ok(axum::Json(backend_row(&backend)).into_response())
+async fn list_entities<E: BenderRouting>(State(state): State<ApiState>) -> BenderResult<Response> {
+    let all = state.registry.routing_entities::<E>().await?;
+    Ok(axum::Json(Value::Array(all.iter().map(E::row).collect())).into_response())
 }
 
-async fn delete_backend(
-    State(state): State<ApiState>,
-    ApiPath(name): ApiPath<String>,
-) -> BenderResult<Response> {
-    let name = entity_name(&name, "Backend not found")?;
-    match state.registry.delete_backend(&name).await {
-        Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
-        Err(RegistryError::Catalog(CatalogError::EntityNotFound { .. })) => Err(BenderError(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            "Backend not found".into(),
-        )),
-        Err(error) => Err(error.into()),
-    }
-}
-
-async fn list_frontends(State(state): State<ApiState>) -> BenderResult<Response> {
-    let frontends = state.registry.frontends().await?;
-    Ok(axum::Json(Value::Array(frontends.iter().map(frontend_row).collect())).into_response())
-}
-
-async fn create_frontend(
+async fn create_entity<E: BenderRouting>(
     State(state): State<ApiState>,
     request: Request,
 ) -> BenderResult<Response> {
-    let body = body_object(request).await?;
-    let draft = draft_or_missing(frontend_draft(body), |field| {
-        (field == "name").then_some("Frontend name is required")
-    })?;
-    let frontend = draft.validate().map_err(|e| refused(&e))?;
-    let frontend = state
+    let entity = E::from_body(body_object(request).await?)?;
+    let entity = state
         .registry
-        .create_frontend(frontend)
+        .create_routing(entity)
         .await
         .map_err(|error| match error {
-            RegistryError::Catalog(CatalogError::EntityExists { .. }) => BenderError(
-                StatusCode::CONFLICT,
-                "CONFLICT",
-                "Frontend with that name already exists".into(),
-            ),
+            RegistryError::Catalog(CatalogError::EntityExists { .. }) => {
+                BenderError(StatusCode::CONFLICT, "CONFLICT", E::EXISTS.into())
+            }
             other => other.into(),
         })?;
-    Ok(created(
-        frontend_row(&frontend),
-        format!("/frontends/{}", frontend.name()),
+    Ok(with_location(
+        (StatusCode::CREATED, axum::Json(entity.row())).into_response(),
+        &format!("{}/{}", E::PATH, entity.entity_name()),
     ))
 }
 
-async fn get_frontend(
+async fn get_entity<E: BenderRouting>(
     State(state): State<ApiState>,
     ApiPath(name): ApiPath<String>,
 ) -> BenderResult<Response> {
-    let name = entity_name(&name, "Frontend not found")?;
-    let frontend = state.registry.frontend(&name).await?.ok_or_else(|| {
-        BenderError(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            "Frontend not found".into(),
-        )
-    })?;
-    Ok(axum::Json(frontend_row(&frontend)).into_response())
+    let name = EntityName::parse("name", &name).map_err(|_| not_found::<E>())?;
+    let entity = state
+        .registry
+        .routing_entity::<E>(&name)
+        .await?
+        .ok_or_else(not_found::<E>)?;
+    Ok(axum::Json(entity.row()).into_response())
 }
 
-async fn delete_frontend(
+async fn delete_entity<E: BenderRouting>(
     State(state): State<ApiState>,
     ApiPath(name): ApiPath<String>,
 ) -> BenderResult<Response> {
-    let name = entity_name(&name, "Frontend not found")?;
-    match state.registry.delete_frontend(&name).await {
+    let name = EntityName::parse("name", &name).map_err(|_| not_found::<E>())?;
+    match state.registry.delete_routing::<E>(&name).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
-        Err(RegistryError::Catalog(CatalogError::EntityNotFound { .. })) => Err(BenderError(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            "Frontend not found".into(),
-        )),
+        Err(RegistryError::Catalog(CatalogError::EntityNotFound { .. })) => Err(not_found::<E>()),
         Err(error) => Err(error.into()),
     }
 }

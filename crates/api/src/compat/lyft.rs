@@ -17,6 +17,25 @@ use berth_registry::{InstanceRef, LiveInstance, RegistryError};
 use serde_json::{Map, Value, json};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// lyft/discovery's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// lyft's `HOST_TTL`: a registration (re-POST) keeps a host this long.
+    pub host_ttl: Duration,
+    /// lyft's `APPLICATION_ENV`, echoed as `env`.
+    pub env: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host_ttl: Duration::from_secs(600),
+            env: "development".into(),
+        }
+    }
+}
 
 /// Tags other than lyft's own are kept in the instance's metadata under this prefix.
 const TAG_META_PREFIX: &str = "lyft.tag.";
@@ -179,7 +198,7 @@ async fn get_service(
         .map(|live| host(live.as_instance_ref()))
         .collect();
     Ok(
-        axum::Json(json!({"service": service, "env": state.compat.lyft_env, "hosts": hosts}))
+        axum::Json(json!({"service": service, "env": state.compat.lyft.env, "hosts": hosts}))
             .into_response(),
     )
 }
@@ -198,7 +217,7 @@ async fn get_repo(
         .collect();
     Ok(
         axum::Json(
-            json!({"service_repo_name": repo, "env": state.compat.lyft_env, "hosts": hosts}),
+            json!({"service_repo_name": repo, "env": state.compat.lyft.env, "hosts": hosts}),
         )
         .into_response(),
     )
@@ -328,7 +347,7 @@ impl LyftTags {
 
 fn defaults(state: &ApiState) -> InstanceDefaults {
     InstanceDefaults {
-        ttl: state.compat.lyft_host_ttl,
+        ttl: state.compat.lyft.host_ttl,
         ..InstanceDefaults::default()
     }
 }

@@ -9,6 +9,7 @@ pub mod bender;
 pub mod flow;
 pub mod lyft;
 
+use crate::Surface;
 use crate::error::{ApiError, ApiResult};
 use axum::body::Body;
 use axum::extract::Request;
@@ -17,49 +18,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-/// Settings of the compatibility APIs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Settings of the compatibility APIs, one part per API (each module owns its defaults).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CompatConfig {
-    /// lyft's `HOST_TTL`: a registration (re-POST) keeps a host this long.
-    pub lyft_host_ttl: Duration,
-    /// lyft's `APPLICATION_ENV`, echoed as `env`.
-    pub lyft_env: String,
-    /// bender's TTL: a registration not renewed within it goes offline.
-    pub bender_ttl: Duration,
-}
-
-impl Default for CompatConfig {
-    fn default() -> Self {
-        CompatConfig {
-            lyft_host_ttl: Duration::from_secs(600),
-            lyft_env: "development".into(),
-            bender_ttl: Duration::from_millis(4000),
-        }
-    }
-}
-
-/// Which API a path belongs to, for the answers no route gives.
-enum Owner {
-    Native,
-    Lyft,
-    Flow,
-    Bender,
-}
-
-fn owner(path: &str) -> Owner {
-    let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
-    if under("/v1/registration") || under("/v1/loadbalancing") || path == "/healthcheck" {
-        Owner::Lyft
-    } else if path.starts_with("/v1/") || path == "/v1" || path == "/health" || path == "/metrics" {
-        Owner::Native
-    } else if under("/applications") || under("/services") {
-        Owner::Flow
-    } else {
-        // bender's restify server answered every other path.
-        Owner::Bender
-    }
+    pub lyft: lyft::Config,
+    pub bender: bender::Config,
 }
 
 fn json_response(status: StatusCode, body: Value) -> Response {
@@ -69,15 +33,17 @@ fn json_response(status: StatusCode, body: Value) -> Response {
 /// The answer for a path no route knows.
 pub async fn not_found(request: Request) -> Response {
     let path = request.uri().path().to_string();
-    match owner(&path) {
-        Owner::Native => ApiError::not_found(format!("no route for {path}")).into_response(),
-        Owner::Lyft => json_response(
+    match Surface::of_path(&path) {
+        Surface::Native | Surface::Operations => {
+            ApiError::not_found(format!("no route for {path}")).into_response()
+        }
+        Surface::Lyft => json_response(
             StatusCode::NOT_FOUND,
             json!({"message": "The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again."}),
         ),
         // Play answered a miss with an empty 404.
-        Owner::Flow => StatusCode::NOT_FOUND.into_response(),
-        Owner::Bender => json_response(
+        Surface::Flow => StatusCode::NOT_FOUND.into_response(),
+        Surface::Bender => json_response(
             StatusCode::NOT_FOUND,
             json!({"code": "ResourceNotFound", "message": format!("{path} does not exist")}),
         ),
@@ -94,15 +60,15 @@ pub async fn method_not_allowed(request: Request, next: Next) -> Response {
         return response;
     }
     let (mut parts, _) = response.into_parts();
-    let body = match owner(&path) {
-        Owner::Native => {
+    let body = match Surface::of_path(&path) {
+        Surface::Native | Surface::Operations => {
             json!({"error": {"code": "method_not_allowed", "message": format!("{method} is not allowed on {path}")}})
         }
-        Owner::Lyft => json!({"message": "The method is not allowed for the requested URL."}),
-        Owner::Flow => {
+        Surface::Lyft => json!({"message": "The method is not allowed for the requested URL."}),
+        Surface::Flow => {
             json!({"code": "generic_error", "messages": [format!("{method} is not allowed on {path}")]})
         }
-        Owner::Bender => {
+        Surface::Bender => {
             json!({"code": "MethodNotAllowedError", "message": format!("{method} is not allowed")})
         }
     };
@@ -220,10 +186,12 @@ mod tests {
 
     #[test]
     fn paths_belong_to_their_api() {
-        assert!(matches!(owner("/v1/registration/x"), Owner::Lyft));
-        assert!(matches!(owner("/v1/services"), Owner::Native));
-        assert!(matches!(owner("/applications/x"), Owner::Flow));
-        assert!(matches!(owner("/nope"), Owner::Bender));
-        assert!(matches!(owner("/registrations"), Owner::Bender));
+        assert_eq!(Surface::of_path("/v1/registration/x"), Surface::Lyft);
+        assert_eq!(Surface::of_path("/v1/services"), Surface::Native);
+        assert_eq!(Surface::of_path("/health"), Surface::Operations);
+        assert_eq!(Surface::of_path("/applications/x"), Surface::Flow);
+        assert_eq!(Surface::of_path("/nope"), Surface::Bender);
+        assert_eq!(Surface::of_path("/registrations"), Surface::Bender);
+        assert_eq!(Surface::of_path("/v1x"), Surface::Bender);
     }
 }

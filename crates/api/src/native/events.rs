@@ -6,6 +6,7 @@
 use crate::ApiState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Params;
+use crate::metrics::InFlight;
 use crate::native::instances::{InstanceDto, parse_service};
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -139,9 +140,14 @@ pub async fn events(
     }
     let subscription = state.registry.subscribe(service, after.map(Revision));
     let shutdown = state.shutdown.clone().cancelled_owned();
+    let open = InFlight::new(metrics::gauge!("berth_http_event_streams"));
     let stream = into_stream(subscription)
         .flat_map(futures::stream::iter)
-        .map(Ok)
+        .map(move |event| {
+            // Held by the stream: the gauge goes down when the client goes away.
+            let _open = &open;
+            Ok(event)
+        })
         .take_until(shutdown);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

@@ -6,6 +6,7 @@ use crate::ApiState;
 use crate::error::{ApiError, ApiResult, internal};
 use crate::extract::{ApiPath, JsonBody, Params, encode_segment};
 use crate::format::rfc3339;
+use crate::metrics::InFlight;
 use crate::reply::{json_bytes, with_location};
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
@@ -324,6 +325,7 @@ pub async fn list_instances(
                 .duration("wait")?
                 .unwrap_or(DEFAULT_WAIT)
                 .min(MAX_WAIT);
+            let _waiting = InFlight::new(metrics::gauge!("berth_http_blocking_queries"));
             tokio::select! {
                 view = state.registry.wait_for_service(&service, Revision(index), wait) => view?,
                 () = state.shutdown.cancelled() => state.registry.service(&service, Consistency::Local).await?,

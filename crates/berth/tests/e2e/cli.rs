@@ -3,7 +3,7 @@
 //! and the precedence of flags over `BERTH_*` variables over the config file.
 
 use crate::instances::next_event;
-use crate::support::{BERTH, Berth, data_dir, run_berth};
+use crate::support::{BERTH, Berth, data_dir, run_berth, wait_for_metric};
 use berth_testkit::ChildGuard;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -144,7 +144,7 @@ async fn watch_prints_one_line_per_event() {
     let stdout = watcher.child.stdout.take().unwrap();
     // The watch is connected once berth counts a second store watcher (the first is its own
     // view); then register and deregister.
-    wait_for_store_watchers(&berth.base, 2).await;
+    wait_for_metric(&berth.base, "berth_http_event_streams", 1.0).await;
     let client = berth.client();
     client
         .register(
@@ -174,31 +174,6 @@ async fn watch_prints_one_line_per_event() {
         "{lines:?}"
     );
     watcher.kill_hard();
-}
-
-async fn wait_for_store_watchers(base: &str, at_least: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = reqwest::get(format!("{base}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let watchers = text
-            .lines()
-            .find_map(|line| line.strip_prefix("berth_store_watchers "))
-            .and_then(|value| value.trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if watchers >= at_least as f64 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the watch never connected"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[test]
@@ -235,12 +210,12 @@ fn flags_win_over_environment_which_wins_over_the_file() {
         .stderr(Stdio::piped());
     let mut server = ChildGuard::spawn(&mut command).unwrap();
     let stderr = server.child.stderr.take().unwrap();
-    let listening = BufReader::new(stderr)
+    let started = BufReader::new(stderr)
         .lines()
         .map_while(Result::ok)
-        .find(|line| line.contains("\"listening\""))
+        .find(|line| line.contains("\"started\""))
         .expect("berth started");
-    assert!(listening.contains("\"store\":\"embedded\""), "{listening}");
+    assert!(started.contains("\"store\":\"embedded\""), "{started}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

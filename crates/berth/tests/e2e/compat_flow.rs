@@ -394,6 +394,19 @@ async fn every_legacy_application_message() {
         post(json!({"id": "fresh", "service": "play", "external": 1024, "internal": 0})).await,
         vec!["External port must be > 1024", "Internal port must be > 0"]
     );
+    // An unknown service next to bad ports, a taken id next to a bad port: all reported.
+    assert_eq!(
+        post(json!({"id": "fresh", "service": "cobol", "external": 1024})).await,
+        vec!["Service not found", "External port must be > 1024"]
+    );
+    assert_eq!(
+        post(json!({"id": "taken", "service": "cobol", "internal": 0})).await,
+        vec![
+            "Application with this id already exists",
+            "Service not found",
+            "Internal port must be > 0"
+        ]
+    );
     // Deviation: flow had no upper bound (a port it could never bind).
     assert_eq!(
         post(json!({"id": "fresh", "service": "play", "external": 70000, "internal": 70000})).await,

@@ -454,21 +454,25 @@ async fn several_ports_per_ip_weights_survive_reregistration_and_delete_by_ip() 
         .await;
         assert_eq!(reply.status, 400, "{bad}");
     }
-    let missing = send(
-        &berth.base,
-        "POST",
-        "/v1/loadbalancing/multi/10.0.0.8",
-        Body::Form(&[]),
-        &[],
-    )
-    .await;
-    assert_eq!(
-        (missing.status, missing.json()),
-        (
-            400,
-            json!({"error": "Required parameter 'weight' is missing."})
+    // Missing and empty are the same to lyft.
+    for body in [&[][..], &weight("")[..]] {
+        let missing = send(
+            &berth.base,
+            "POST",
+            "/v1/loadbalancing/multi/10.0.0.8",
+            Body::Form(body),
+            &[],
         )
-    );
+        .await;
+        assert_eq!(
+            (missing.status, missing.json()),
+            (
+                400,
+                json!({"error": "Required parameter 'weight' is missing."})
+            ),
+            "{body:?}"
+        );
+    }
 
     // Every host of the service (deviation: lyft's InMemory backend answered 500).
     let all = send(
@@ -486,6 +490,19 @@ async fn several_ports_per_ip_weights_survive_reregistration_and_delete_by_ip() 
             .iter()
             .all(|h| h["tags"]["load_balancing_weight"] == 20)
     );
+    // One command: the three hosts changed at one revision.
+    let found = hosts(&berth, "multi").await;
+    assert_eq!(found.len(), 3);
+    let revisions: std::collections::BTreeSet<i64> = berth
+        .client()
+        .instances("multi", &[])
+        .await
+        .unwrap()
+        .instances
+        .iter()
+        .map(|i| i.revision_index)
+        .collect();
+    assert_eq!(revisions.len(), 1, "{revisions:?}");
 
     // Delete by IP removes every port of it; ip:port removes one; unknown or invalid is 400 {}.
     let one = send(
@@ -498,6 +515,22 @@ async fn several_ports_per_ip_weights_survive_reregistration_and_delete_by_ip() 
     .await;
     assert_eq!((one.status, one.json()), (200, json!({})));
     assert_eq!(host_ports(&hosts(&berth, "multi").await), vec![8000, 8000]);
+    // Every port of an IP goes in one command: both at one revision.
+    for port in ["8001", "8002"] {
+        register(
+            &berth,
+            "multi",
+            &[
+                ("ip", "10.0.0.8"),
+                ("port", port),
+                ("revision", "r"),
+                ("tags", TAGS),
+            ],
+            &[],
+        )
+        .await;
+    }
+    let mut events = berth.client().events(Some("multi"), None).await.unwrap();
     let by_ip = send(
         &berth.base,
         "DELETE",
@@ -508,6 +541,14 @@ async fn several_ports_per_ip_weights_survive_reregistration_and_delete_by_ip() 
     .await;
     assert_eq!((by_ip.status, by_ip.json()), (200, json!({})));
     assert_eq!(host_ports(&hosts(&berth, "multi").await), vec![8000]);
+    let mut offline = Vec::new();
+    while offline.len() < 3 {
+        let event = crate::instances::next_event(&mut events).await;
+        assert_eq!(event.kind, "offline");
+        assert_eq!(event.data["reason"], "deregistered");
+        offline.push(event.data["revision"].as_i64().unwrap());
+    }
+    assert!(offline.windows(2).all(|w| w[0] == w[1]), "{offline:?}");
     for target in ["10.0.0.8", "555.1.1.1"] {
         let reply = send(
             &berth.base,

@@ -2,7 +2,7 @@
 //! store in a temporary directory, and a real etcd): register, query, heartbeat, expiry with a
 //! timely offline event, blocking queries, event resume, concurrency, and bad input.
 
-use crate::support::{Berth, health_revision, on_both_stores};
+use crate::support::{Berth, health_revision, on_both_stores, wait_for_metric};
 use berth_client::{Client, EventStream, Registration};
 use futures::StreamExt;
 use std::time::{Duration, SystemTime};
@@ -111,7 +111,7 @@ async fn blocking_query_wakes_on_change(berth: &Berth) {
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_metric(&berth.base, "berth_http_blocking_queries", 1.0).await;
     assert!(
         !waiting.is_finished(),
         "a blocking query returned without a change"

@@ -1,5 +1,9 @@
 //! End-to-end tests: the real `berth` binary (built once, in the test profile) against real
 //! stores: redb on disk and a real etcd. One test binary, so it is linked once.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "end-to-end tests time real processes and clear the caller's BERTH_* variables for them"
+)]
 
 mod agent;
 mod catalog;

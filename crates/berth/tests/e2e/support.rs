@@ -5,6 +5,7 @@
 use berth_testkit::{BerthServer, EtcdServer};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
@@ -75,6 +76,33 @@ pub async fn health_revision(base: &str) -> i64 {
         .await
         .unwrap();
     health["revision"].as_i64().expect("revision in /health")
+}
+
+/// A metric's value from `/metrics` (a gauge or counter without labels); 0 when absent.
+pub async fn metric(base: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits until the metric `name` is at least `at_least` (for example until a blocking query
+/// or an event stream the test opened is in flight on the server).
+pub async fn wait_for_metric(base: &str, name: &str, at_least: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metric(base, name).await < at_least {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} never reached {at_least}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// A temporary data directory path.

@@ -1,7 +1,10 @@
 //! The catalog: kinds (what flowcommerce/registry called "services": a technology with a
 //! default internal port and an offset inside a port block), applications with one port per
-//! kind and their dependencies, and bender's backends and frontends. Durable data: every rule
-//! about it lives here, the registry only stores it.
+//! kind and their dependencies, and bender's backends and frontends. Durable data. Every rule
+//! about one value lives here (valid names, ports, kinds, applications, the allocator, the
+//! graph); rules about the catalog as a whole (a name taken, a port owned, a kind in use) are
+//! checked by the registry's planners against what the catalog holds, and reported as
+//! [`CatalogError`]s defined here.
 
 pub mod allocator;
 pub mod graph;

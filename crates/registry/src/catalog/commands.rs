@@ -4,8 +4,7 @@
 //! one port, close a cycle together, or delete what the other just used.
 
 use super::records::{
-    ChangeType, StoredKind, encode_app, encode_backend, encode_claim, encode_frontend,
-    encode_journal, encode_kind,
+    ChangeType, StoredKind, encode_app, encode_claim, encode_journal, encode_kind,
 };
 use super::view::CatalogState;
 use crate::error::{RegistryError, Result};
@@ -15,8 +14,8 @@ use berth_domain::ValidationErrors;
 use berth_domain::catalog::allocator::{AllocationRequest, allocate};
 use berth_domain::catalog::graph::cycle_if;
 use berth_domain::catalog::{
-    AppId, Application, ApplicationPut, Backend, CatalogError, EntityName, Frontend, Kind,
-    KindName, NewApplication, PortAssignment, PortChoice, seed_kinds,
+    AppId, Application, ApplicationPut, CatalogError, Kind, KindName, NewApplication,
+    PortAssignment, PortChoice, seed_kinds,
 };
 use berth_store::{Compare, Revision, Store, Txn, TxnOp};
 use bytes::Bytes;
@@ -685,92 +684,5 @@ impl Registry {
         plan.compares.push(graph_unchanged(state));
         plan.ops.push(bump_graph());
         Ok(())
-    }
-
-    pub async fn create_backend(&self, backend: Backend) -> Result<Backend> {
-        self.create_entity(
-            keys::BACKENDS,
-            "backend",
-            backend.name().clone(),
-            encode_backend(&backend),
-            |s, n| s.backends.contains_key(n),
-        )
-        .await
-        .map(|()| backend)
-    }
-
-    pub async fn create_frontend(&self, frontend: Frontend) -> Result<Frontend> {
-        self.create_entity(
-            keys::FRONTENDS,
-            "frontend",
-            frontend.name().clone(),
-            encode_frontend(&frontend),
-            |s, n| s.frontends.contains_key(n),
-        )
-        .await
-        .map(|()| frontend)
-    }
-
-    async fn create_entity(
-        &self,
-        prefix: &str,
-        what: &'static str,
-        name: EntityName,
-        record: Vec<u8>,
-        exists: impl Fn(&CatalogState, &EntityName) -> bool,
-    ) -> Result<()> {
-        let key = keys::entity_key(prefix, name.as_str());
-        self.catalog_write(|state, _| {
-            if exists(state, &name) {
-                return Err(catalog(CatalogError::EntityExists {
-                    what,
-                    name: name.clone(),
-                }));
-            }
-            Ok(Plan {
-                compares: vec![Compare::absent(key.clone())],
-                ops: vec![TxnOp::put(key.clone(), record.clone(), None)],
-                value: (),
-            })
-        })
-        .await
-    }
-
-    pub async fn delete_backend(&self, name: &EntityName) -> Result<()> {
-        self.delete_entity(keys::BACKENDS, "backend", name, |s, n| {
-            s.backends.get(n).map(|b| b.revision)
-        })
-        .await
-    }
-
-    pub async fn delete_frontend(&self, name: &EntityName) -> Result<()> {
-        self.delete_entity(keys::FRONTENDS, "frontend", name, |s, n| {
-            s.frontends.get(n).map(|f| f.revision)
-        })
-        .await
-    }
-
-    async fn delete_entity(
-        &self,
-        prefix: &str,
-        what: &'static str,
-        name: &EntityName,
-        revision: impl Fn(&CatalogState, &EntityName) -> Option<Revision>,
-    ) -> Result<()> {
-        let key = keys::entity_key(prefix, name.as_str());
-        self.catalog_write(|state, _| {
-            let revision = revision(state, name).ok_or_else(|| {
-                catalog(CatalogError::EntityNotFound {
-                    what,
-                    name: name.clone(),
-                })
-            })?;
-            Ok(Plan {
-                compares: vec![Compare::unchanged_since(key.clone(), revision)],
-                ops: vec![TxnOp::delete(key.clone())],
-                value: (),
-            })
-        })
-        .await
     }
 }

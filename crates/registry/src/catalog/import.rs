@@ -21,7 +21,7 @@ use crate::error::{RegistryError, Result};
 use crate::{Registry, keys};
 use berth_domain::Timestamp;
 use berth_domain::catalog::graph::start_waves;
-use berth_domain::catalog::{AppId, KindName};
+use berth_domain::catalog::{AppId, CatalogError, KindName};
 use berth_domain::{ValidationError, ValidationErrors};
 use berth_store::{
     Compare, KeyRange, MAX_REQUEST_BYTES, MAX_TXN_OPS, Revision, Store, StoreError, Txn, TxnOp,
@@ -274,7 +274,7 @@ impl Registry {
             if state.apps.contains_key(app.id()) {
                 problem(
                     format!("{field}.id"),
-                    format!("application {} already exists", app.id()),
+                    CatalogError::AppExists(app.id().clone()).to_string(),
                 );
             }
             for (port_index, port) in app.ports().iter().enumerate() {
@@ -282,16 +282,17 @@ impl Registry {
                 if !kinds.contains_key(&port.kind) {
                     problem(
                         format!("{port_field}.kind"),
-                        format!("kind {} does not exist", port.kind),
+                        CatalogError::KindNotFound(port.kind.clone()).to_string(),
                     );
                 }
                 if let Some(owner) = state.ports.get(&port.external) {
                     problem(
                         format!("{port_field}.external"),
-                        format!(
-                            "external port {} is already assigned to the application {}",
-                            port.external, owner.app
-                        ),
+                        CatalogError::PortTaken {
+                            port: port.external,
+                            owner: owner.app.clone(),
+                        }
+                        .to_string(),
                     );
                 } else if let Some(other) = claimed.insert(port.external, app.id()) {
                     problem(
@@ -314,7 +315,7 @@ impl Registry {
                 if !imported.contains(dependency) && !state.apps.contains_key(dependency) {
                     problem(
                         format!("{field}.dependencies"),
-                        format!("dependency {dependency} references a non existing application"),
+                        CatalogError::DependencyMissing(dependency.clone()).to_string(),
                     );
                 }
             }

@@ -6,9 +6,11 @@ mod commands;
 mod import;
 mod queries;
 mod records;
+mod routing;
 pub(crate) mod view;
 
 pub use commands::DependencyChange;
 pub use import::ImportSummary;
 pub use queries::{AppQuery, AppSort, CatalogSnapshot, HistoryEntry};
 pub use records::{ChangeType, StoredKind, extras_as_json};
+pub use routing::RoutingEntity;

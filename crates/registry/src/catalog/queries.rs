@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::live::view::LiveInstance;
 use crate::{Consistency, Registry, keys};
 use berth_domain::catalog::graph::{start_order_of, start_waves};
-use berth_domain::catalog::{AppId, Application, Backend, EntityName, Frontend, KindName};
+use berth_domain::catalog::{AppId, Application, Backend, Frontend, KindName};
 use berth_domain::{ServiceName, Timestamp};
 use berth_store::{RangeRequest, Revision, Store};
 use std::sync::Arc;
@@ -265,29 +265,6 @@ impl Registry {
         })
     }
 
-    pub async fn backends(&self) -> Result<Vec<Backend>> {
-        self.sync(Consistency::Local).await?;
-        Ok(self
-            .inner
-            .catalog
-            .read()
-            .backends
-            .values()
-            .map(|b| b.value.clone())
-            .collect())
-    }
-
-    pub async fn backend(&self, name: &EntityName) -> Result<Option<Backend>> {
-        self.sync(Consistency::Local).await?;
-        Ok(self
-            .inner
-            .catalog
-            .read()
-            .backends
-            .get(name)
-            .map(|b| b.value.clone()))
-    }
-
     /// The live instances of a backend: its service's instances at its version.
     pub async fn backend_members(&self, backend: &Backend) -> Result<Vec<Arc<LiveInstance>>> {
         let view = self.service(backend.app(), Consistency::Local).await?;
@@ -297,29 +274,6 @@ impl Registry {
             .filter(|live| live.instance.spec.version() == Some(backend.version()))
             .cloned()
             .collect())
-    }
-
-    pub async fn frontends(&self) -> Result<Vec<Frontend>> {
-        self.sync(Consistency::Local).await?;
-        Ok(self
-            .inner
-            .catalog
-            .read()
-            .frontends
-            .values()
-            .map(|f| f.value.clone())
-            .collect())
-    }
-
-    pub async fn frontend(&self, name: &EntityName) -> Result<Option<Frontend>> {
-        self.sync(Consistency::Local).await?;
-        Ok(self
-            .inner
-            .catalog
-            .read()
-            .frontends
-            .get(name)
-            .map(|f| f.value.clone()))
     }
 
     /// The live instances of the service named like an application (if that name is a valid

@@ -7,8 +7,9 @@ use super::codec::{self, LeaseRecord};
 use super::watch::RevisionBatch;
 use super::{
     KV, LEASES, LOG, META, META_COMPACT, META_NEXT_LEASE, META_REVISION, Shared, prefix_end,
-    storage, unix_millis_now,
+    storage,
 };
+use crate::clock::unix_millis_now;
 use crate::{
     Event, EventKind, KeyRange, KeyValue, LeaseGrant, LeaseId, Result, Revision, StoreError, Txn,
     TxnOp, TxnResponse,
@@ -161,7 +162,7 @@ struct Applied {
 }
 
 fn commit_batch(shared: &Shared, state: &mut State, batch: Vec<WriteRequest>) {
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let size = batch.len();
     let (replies, outcome) = apply_and_commit(shared, state, batch);
     match outcome {

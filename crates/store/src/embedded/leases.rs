@@ -173,6 +173,10 @@ impl LeaseTable {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a starting instant; the tests move time by hand from there"
+)]
 mod tests {
     use super::*;
 

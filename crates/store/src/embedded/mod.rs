@@ -12,6 +12,7 @@ mod committer;
 mod leases;
 mod watch;
 
+use crate::clock::unix_millis_now;
 use crate::{
     Clock, KeyRange, KeyValue, LeaseGrant, LeaseId, LeaseStatus, MonotonicClock, RangeRequest,
     RangeResponse, Result, Revision, Store, StoreError, StoreKind, StoreStatus, Txn, TxnResponse,
@@ -28,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::oneshot;
 use watch::{RevisionBatch, WatchHub};
 
@@ -64,12 +65,17 @@ pub struct EmbeddedOptions {
 }
 
 impl EmbeddedOptions {
+    /// redb's page cache unless configured: small, since the OS caches the file too.
+    pub const DEFAULT_CACHE_BYTES: usize = 8 * 1024 * 1024;
+    /// History kept for watches and event resumes unless configured.
+    pub const DEFAULT_RETAINED_REVISIONS: i64 = 100_000;
+
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         EmbeddedOptions {
             data_dir: data_dir.into(),
             clock: Arc::new(MonotonicClock),
-            cache_bytes: 8 * 1024 * 1024,
-            retained_revisions: 100_000,
+            cache_bytes: Self::DEFAULT_CACHE_BYTES,
+            retained_revisions: Self::DEFAULT_RETAINED_REVISIONS,
             compaction_interval: Duration::from_secs(60),
             checkpoint_interval: Duration::from_secs(1),
             expiry_check_interval: Duration::from_millis(20),
@@ -294,12 +300,6 @@ fn meta_value(table: &impl ReadableTable<&'static str, u64>, key: &str) -> Resul
 
 pub(crate) fn storage(error: impl std::fmt::Display) -> StoreError {
     StoreError::Storage(error.to_string())
-}
-
-pub(crate) fn unix_millis_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 struct Inner {

@@ -197,7 +197,7 @@ pub(super) fn spawn_reaper(deadlines: Weak<Deadlines>, client: Arc<etcd::Client>
             if deadlines.closed.load(Ordering::Acquire) {
                 return;
             }
-            for (id, stage, renewal) in deadlines.take_due(Instant::now()) {
+            for (id, stage, renewal) in deadlines.take_due(crate::clock::monotonic_now()) {
                 tokio::spawn(check(deadlines.clone(), client.clone(), id, stage, renewal));
             }
         }
@@ -226,6 +226,10 @@ async fn check(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a starting instant; the tests move time by hand from there"
+)]
 mod tests {
     use super::*;
 

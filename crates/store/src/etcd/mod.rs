@@ -302,14 +302,16 @@ impl Store for EtcdStore {
             ttl: Duration::from_secs(response.ttl().max(0) as u64),
         };
         self.deadlines
-            .renewed(grant.id, grant.ttl, std::time::Instant::now());
+            .renewed(grant.id, grant.ttl, crate::clock::monotonic_now());
         Ok(grant)
     }
 
     async fn lease_keepalive(&self, id: LeaseId) -> Result<Duration> {
         let result = self.keepalive.keepalive(&self.client, id).await;
         match &result {
-            Ok(ttl) => self.deadlines.renewed(id, *ttl, std::time::Instant::now()),
+            Ok(ttl) => self
+                .deadlines
+                .renewed(id, *ttl, crate::clock::monotonic_now()),
             Err(StoreError::LeaseNotFound(_)) => self.deadlines.forget(id),
             Err(_) => {}
         }
@@ -364,12 +366,7 @@ impl Store for EtcdStore {
             None => self.status().await?.revision.next(),
         };
         let (sender, stream) = WatchStream::channel();
-        tokio::spawn(run_watch(
-            self.client.watch_client(),
-            prefix,
-            start,
-            sender,
-        ));
+        tokio::spawn(run_watch(self.client.watch_client(), prefix, start, sender));
         Ok(stream)
     }
 

@@ -1,13 +1,29 @@
-//! The etcd backend ends leases at their deadline itself (instead of at etcd's next expiry
-//! pass), so it must never end one early: not before the deadline, and not when another node
-//! (another connection) renewed it since. Two `EtcdStore`s on one real etcd stand for two
-//! berth nodes.
+//! The etcd backend: the store contract (the conformance suite), and what only it does. It
+//! ends leases at their deadline itself (instead of at etcd's next expiry pass), so it must
+//! never end one early: not before the deadline, and not when another node (another
+//! connection) renewed it since. Two `EtcdStore`s on one real etcd stand for two berth nodes.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a real etcd's lease expiry is timed against the real clock"
+)]
+
+mod conformance;
 
 use berth_store::etcd::EtcdStore;
 use berth_store::{EventKind, LeaseGrant, Store, WatchStream, get, put};
 use bytes::Bytes;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// The store contract, on a real etcd started for the test.
+async fn open_for_the_contract() -> (Arc<EtcdStore>, berth_testkit::EtcdServer) {
+    let server = berth_testkit::EtcdServer::start();
+    let store = EtcdStore::connect(&[server.endpoint()]).await.unwrap();
+    (Arc::new(store), server)
+}
+
+conformance::suite!(super::open_for_the_contract);
 
 /// Waits for the next watch batch and tells when it came.
 async fn next_deletion(watch: &mut WatchStream) -> Instant {

@@ -1,9 +1,8 @@
-//! The store contract's conformance suite: every body below runs once against the embedded
-//! store (a redb file in a temporary directory) and once against a real etcd started for the
-//! test, so the two backends cannot drift apart.
+//! The store contract's conformance suite: every body below is run by each backend's own test
+//! file (`tests/embedded.rs` on a redb file in a temporary directory, `tests/etcd.rs` on a real
+//! etcd started for the test) through [`suite!`], so the backends cannot drift apart and a new
+//! backend runs the whole contract with one line.
 
-use berth_store::embedded::{EmbeddedOptions, EmbeddedStore};
-use berth_store::etcd::EtcdStore;
 use berth_store::{
     Compare, CompareOp, CompareTarget, EventKind, KeyRange, LeaseId, RangeRequest, Revision, Store,
     StoreError, Txn, TxnOp, WatchBatch, WatchStream, get, put,
@@ -12,51 +11,80 @@ use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
 
-macro_rules! conformance_suite {
-    ($($test:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    let dir = tempfile::tempdir().unwrap();
-                    let store = super::EmbeddedStore::open(super::EmbeddedOptions::new(dir.path()))
-                        .await
-                        .unwrap();
-                    super::$test(Arc::new(store.clone())).await;
-                    store.close().await.unwrap();
-                }
-            )*
-            use std::sync::Arc;
-        }
-        mod etcd {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    let server = berth_testkit::EtcdServer::start();
-                    let store = super::EtcdStore::connect(&[server.endpoint()]).await.unwrap();
-                    super::$test(Arc::new(store)).await;
-                }
-            )*
-            use std::sync::Arc;
+/// Runs every contract test on the store `$open().await` gives, as `(Arc<store>, guard)`: the
+/// guard keeps what the store needs (a directory, a server) until the test ends.
+macro_rules! suite {
+    ($open:path) => {
+        mod conformance_suite {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn revisions_move_by_one_per_write() {
+                let (store, _guard) = $open().await;
+                super::conformance::revisions_move_by_one_per_write(store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn ranges_read_any_retained_revision() {
+                let (store, _guard) = $open().await;
+                super::conformance::ranges_read_any_retained_revision(store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn txn_compares_choose_the_branch() {
+                let (store, _guard) = $open().await;
+                super::conformance::txn_compares_choose_the_branch(store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn refused_txns_change_nothing() {
+                let (store, _guard) = $open().await;
+                super::conformance::refused_txns_change_nothing(store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn large_values_and_many_keys() {
+                let (store, _guard) = $open().await;
+                super::conformance::large_values_and_many_keys(store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_cas_has_exactly_one_winner() {
+                let (store, _guard) = $open().await;
+                super::conformance::concurrent_cas_has_exactly_one_winner(store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn lease_expiry_deletes_keys_with_events() {
+                let (store, _guard) = $open().await;
+                super::conformance::lease_expiry_deletes_keys_with_events(store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn keepalive_keeps_keys_and_revoke_deletes_them() {
+                let (store, _guard) = $open().await;
+                super::conformance::keepalive_keeps_keys_and_revoke_deletes_them(store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn puts_on_unknown_leases_are_refused() {
+                let (store, _guard) = $open().await;
+                super::conformance::puts_on_unknown_leases_are_refused(store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn lease_time_to_live_lists_keys() {
+                let (store, _guard) = $open().await;
+                super::conformance::lease_time_to_live_lists_keys(store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn watch_resumes_from_a_revision_in_order() {
+                let (store, _guard) = $open().await;
+                super::conformance::watch_resumes_from_a_revision_in_order(store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn watch_of_a_compacted_revision_errors() {
+                let (store, _guard) = $open().await;
+                super::conformance::watch_of_a_compacted_revision_errors(store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn txn_writes_land_at_one_revision() {
+                let (store, _guard) = $open().await;
+                super::conformance::txn_writes_land_at_one_revision(store).await;
+            }
         }
     };
 }
-
-conformance_suite!(
-    revisions_move_by_one_per_write,
-    ranges_read_any_retained_revision,
-    txn_compares_choose_the_branch,
-    refused_txns_change_nothing,
-    large_values_and_many_keys,
-    concurrent_cas_has_exactly_one_winner,
-    lease_expiry_deletes_keys_with_events,
-    keepalive_keeps_keys_and_revoke_deletes_them,
-    puts_on_unknown_leases_are_refused,
-    lease_time_to_live_lists_keys,
-    watch_resumes_from_a_revision_in_order,
-    watch_of_a_compacted_revision_errors,
-    txn_writes_land_at_one_revision,
-);
+pub(crate) use suite;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -78,7 +106,7 @@ fn keys_of(kvs: &[berth_store::KeyValue]) -> Vec<String> {
         .collect()
 }
 
-async fn revisions_move_by_one_per_write<S: Store>(store: Arc<S>) {
+pub async fn revisions_move_by_one_per_write<S: Store>(store: Arc<S>) {
     let start = current_revision(&*store).await;
     assert!(start.0 >= 1);
     let first = put(&*store, "/rev/a", "1", None).await.unwrap();
@@ -113,7 +141,7 @@ async fn revisions_move_by_one_per_write<S: Store>(store: Arc<S>) {
     assert_eq!(current_revision(&*store).await, third);
 }
 
-async fn ranges_read_any_retained_revision<S: Store>(store: Arc<S>) {
+pub async fn ranges_read_any_retained_revision<S: Store>(store: Arc<S>) {
     let r1 = put(&*store, "/hist/a", "1", None).await.unwrap();
     let r2 = put(&*store, "/hist/a", "2", None).await.unwrap();
     let r3 = put(&*store, "/hist/b", "x", None).await.unwrap();
@@ -164,7 +192,7 @@ async fn ranges_read_any_retained_revision<S: Store>(store: Arc<S>) {
     );
 }
 
-async fn txn_compares_choose_the_branch<S: Store>(store: Arc<S>) {
+pub async fn txn_compares_choose_the_branch<S: Store>(store: Arc<S>) {
     let created = put(&*store, "/cmp/k", "v1", None).await.unwrap();
     let check = |compare: Compare| {
         let store = store.clone();
@@ -239,7 +267,7 @@ async fn txn_compares_choose_the_branch<S: Store>(store: Arc<S>) {
     assert_eq!(get(&*store, "/cmp/else").await.unwrap().unwrap().value, "y");
 }
 
-async fn refused_txns_change_nothing<S: Store>(store: Arc<S>) {
+pub async fn refused_txns_change_nothing<S: Store>(store: Arc<S>) {
     let before = put(&*store, "/refuse/k", "v", None).await.unwrap();
     let huge = vec![b'x'; 2 * 1024 * 1024];
     let too_large = put(&*store, "/refuse/huge", huge, None).await;
@@ -281,7 +309,7 @@ async fn refused_txns_change_nothing<S: Store>(store: Arc<S>) {
     assert_eq!(store.range(keys).await.unwrap().kvs.len(), 128);
 }
 
-async fn large_values_and_many_keys<S: Store>(store: Arc<S>) {
+pub async fn large_values_and_many_keys<S: Store>(store: Arc<S>) {
     let big: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
     put(&*store, "/big/value", big.clone(), None).await.unwrap();
     assert_eq!(
@@ -317,7 +345,7 @@ async fn large_values_and_many_keys<S: Store>(store: Arc<S>) {
     assert!(first.more);
 }
 
-async fn concurrent_cas_has_exactly_one_winner<S: Store>(store: Arc<S>) {
+pub async fn concurrent_cas_has_exactly_one_winner<S: Store>(store: Arc<S>) {
     // Round 1: everyone tries to create the same key.
     let mut tasks = Vec::new();
     for writer in 0..64 {
@@ -382,7 +410,7 @@ async fn concurrent_cas_has_exactly_one_winner<S: Store>(store: Arc<S>) {
     assert_eq!(value, format!("round2-{}", won[0]));
 }
 
-async fn lease_expiry_deletes_keys_with_events<S: Store>(store: Arc<S>) {
+pub async fn lease_expiry_deletes_keys_with_events<S: Store>(store: Arc<S>) {
     let lease = store.lease_grant(Duration::from_secs(1)).await.unwrap();
     assert!(lease.ttl >= Duration::from_secs(1));
     let mut watch = store
@@ -424,7 +452,7 @@ async fn lease_expiry_deletes_keys_with_events<S: Store>(store: Arc<S>) {
     ));
 }
 
-async fn keepalive_keeps_keys_and_revoke_deletes_them<S: Store>(store: Arc<S>) {
+pub async fn keepalive_keeps_keys_and_revoke_deletes_them<S: Store>(store: Arc<S>) {
     let lease = store.lease_grant(Duration::from_secs(1)).await.unwrap();
     put(&*store, "/kept/k", "v", Some(lease.id)).await.unwrap();
     for _ in 0..10 {
@@ -449,7 +477,7 @@ async fn keepalive_keeps_keys_and_revoke_deletes_them<S: Store>(store: Arc<S>) {
     ));
 }
 
-async fn puts_on_unknown_leases_are_refused<S: Store>(store: Arc<S>) {
+pub async fn puts_on_unknown_leases_are_refused<S: Store>(store: Arc<S>) {
     let before = current_revision(&*store).await;
     let refused = put(
         &*store,
@@ -466,7 +494,7 @@ async fn puts_on_unknown_leases_are_refused<S: Store>(store: Arc<S>) {
     assert!(get(&*store, "/unknown-lease").await.unwrap().is_none());
 }
 
-async fn lease_time_to_live_lists_keys<S: Store>(store: Arc<S>) {
+pub async fn lease_time_to_live_lists_keys<S: Store>(store: Arc<S>) {
     let lease = store.lease_grant(Duration::from_secs(30)).await.unwrap();
     put(&*store, "/ttl/b", "v", Some(lease.id)).await.unwrap();
     put(&*store, "/ttl/a", "v", Some(lease.id)).await.unwrap();
@@ -485,7 +513,7 @@ async fn lease_time_to_live_lists_keys<S: Store>(store: Arc<S>) {
     assert_eq!(status.keys, vec![Bytes::from_static(b"/ttl/a")]);
 }
 
-async fn watch_resumes_from_a_revision_in_order<S: Store>(store: Arc<S>) {
+pub async fn watch_resumes_from_a_revision_in_order<S: Store>(store: Arc<S>) {
     let mut revisions = Vec::new();
     for i in 0..10 {
         revisions.push(
@@ -527,7 +555,7 @@ async fn watch_resumes_from_a_revision_in_order<S: Store>(store: Arc<S>) {
     assert_eq!(batch.events[0].prev_kv, None);
 }
 
-async fn watch_of_a_compacted_revision_errors<S: Store>(store: Arc<S>) {
+pub async fn watch_of_a_compacted_revision_errors<S: Store>(store: Arc<S>) {
     let mut revisions = Vec::new();
     for i in 0..5 {
         revisions.push(put(&*store, format!("/c/{i}"), "v", None).await.unwrap());
@@ -569,7 +597,7 @@ async fn watch_of_a_compacted_revision_errors<S: Store>(store: Arc<S>) {
     assert_eq!(at.kvs.len(), 4);
 }
 
-async fn txn_writes_land_at_one_revision<S: Store>(store: Arc<S>) {
+pub async fn txn_writes_land_at_one_revision<S: Store>(store: Arc<S>) {
     put(&*store, "/atomic/old", "x", None).await.unwrap();
     let mut watch = store
         .watch(Bytes::from_static(b"/atomic/"), None)
