@@ -1,68 +1,133 @@
-//! Serialized responses kept while their data is unchanged: a service's instance list is
-//! serialized once per change (or heartbeat) and then served as shared bytes, however many
-//! clients poll it.
+//! Serialized responses kept while the data they show is unchanged: each answer is made once
+//! per change (or heartbeat, where it shows heartbeat times) and then served as shared bytes,
+//! however many clients poll it. Every surface's polled lists use it: the native instance list,
+//! lyft's hosts by service and by repository, bender's registrations, flow's listings.
 
-use crate::native::instances::service_body;
-use berth_domain::{InstanceFilter, ServiceName};
-use berth_registry::{Revision, ServiceView};
+use berth_registry::{Registry, ServiceView};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// The cache's memory budget: past it the cache starts over, so it holds the hot services
-/// without growing with the registry.
-const MAX_BYTES: usize = 8 * 1024 * 1024;
+/// The cache's memory budget: past it the cache starts over, so it holds the hot answers
+/// without growing with the registry or with the names clients ask about.
+const MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// What an answer is: the surface's name for it and what it is about (a service, a repo…).
+pub(crate) type CacheKey = (&'static str, String);
+
+/// When an answer is current: the revision of what it shows (a service's index, the view's
+/// revision, the catalog's) and, where it shows heartbeat times, the heartbeat epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Freshness {
+    pub revision: i64,
+    pub heartbeats: u64,
+}
+
+impl Freshness {
+    /// An answer about one service, showing heartbeat times.
+    pub(crate) fn of_service(view: &ServiceView) -> Self {
+        Freshness {
+            revision: view.index.0,
+            heartbeats: view.heartbeat_epoch,
+        }
+    }
+
+    /// An answer about instances of any service, showing heartbeat times.
+    pub(crate) fn of_everything(registry: &Registry) -> Self {
+        Freshness {
+            revision: registry.view_revision().0,
+            heartbeats: registry.heartbeat_epoch(),
+        }
+    }
+
+    /// An answer made from the catalog.
+    pub(crate) fn of_catalog(registry: &Registry) -> Self {
+        Freshness {
+            revision: registry.catalog_revision().0,
+            heartbeats: 0,
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct ResponseCache {
-    services: Mutex<Services>,
+    entries: Mutex<Entries>,
 }
 
 #[derive(Default)]
-struct Services {
-    bodies: HashMap<ServiceName, Cached>,
+struct Entries {
+    answers: HashMap<CacheKey, (Freshness, Bytes)>,
     bytes: usize,
 }
 
-struct Cached {
-    index: Revision,
-    heartbeat_epoch: u64,
-    body: Bytes,
-}
-
 impl ResponseCache {
-    /// The unfiltered instance list of `view`, from the cache when nothing changed since.
-    pub fn service_body(&self, view: &ServiceView) -> Bytes {
-        let fresh = |cached: &Cached| {
-            cached.index == view.index && cached.heartbeat_epoch == view.heartbeat_epoch
-        };
-        if let Some(cached) = self.lock().bodies.get(&view.service)
-            && fresh(cached)
-        {
-            return cached.body.clone();
+    /// The answer for `key` as of `freshness`: the kept one when it is current, else a new one
+    /// from `make` (kept for the next asker).
+    pub(crate) fn get_or_make(
+        &self,
+        key: CacheKey,
+        freshness: Freshness,
+        make: impl FnOnce() -> Vec<u8>,
+    ) -> Bytes {
+        if let Some(body) = self.get(&key, freshness) {
+            return body;
         }
-        let body = Bytes::from(service_body(view, &InstanceFilter::default()));
-        let mut services = self.lock();
-        if services.bytes + body.len() > MAX_BYTES {
-            services.bodies.clear();
-            services.bytes = 0;
+        self.keep(key, freshness, make())
+    }
+
+    /// The kept answer for `key` if it is current.
+    pub(crate) fn get(&self, key: &CacheKey, freshness: Freshness) -> Option<Bytes> {
+        self.lock()
+            .answers
+            .get(key)
+            .filter(|(kept, _)| *kept == freshness)
+            .map(|(_, body)| body.clone())
+    }
+
+    /// Keeps `body` as the answer for `key` as of `freshness`, and returns it.
+    pub(crate) fn keep(&self, key: CacheKey, freshness: Freshness, body: Vec<u8>) -> Bytes {
+        let body = Bytes::from(body);
+        let mut entries = self.lock();
+        if entries.bytes + body.len() > MAX_BYTES {
+            entries.answers.clear();
+            entries.bytes = 0;
         }
-        services.bytes += body.len();
-        let replaced = services.bodies.insert(
-            view.service.clone(),
-            Cached {
-                index: view.index,
-                heartbeat_epoch: view.heartbeat_epoch,
-                body: body.clone(),
-            },
-        );
-        if let Some(old) = replaced {
-            services.bytes -= old.body.len();
+        entries.bytes += body.len();
+        if let Some((_, old)) = entries.answers.insert(key, (freshness, body.clone())) {
+            entries.bytes -= old.len();
         }
         body
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Services> {
-        self.services.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_is_made_once_per_freshness() {
+        let cache = ResponseCache::default();
+        let key = || ("test", "web".to_string());
+        let fresh = Freshness {
+            revision: 7,
+            heartbeats: 0,
+        };
+        let mut made = 0;
+        for _ in 0..3 {
+            cache.get_or_make(key(), fresh, || {
+                made += 1;
+                b"one".to_vec()
+            });
+        }
+        assert_eq!(made, 1);
+        let later = Freshness {
+            heartbeats: 1,
+            ..fresh
+        };
+        assert_eq!(cache.get_or_make(key(), later, || b"two".to_vec()), "two");
     }
 }

@@ -144,6 +144,14 @@ impl Params {
         }
     }
 
+    /// The parameters as one string, the same for the same parameters in the same order
+    /// (what a cached answer to this query is kept under).
+    pub fn canonical(&self) -> String {
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(self.0.iter())
+            .finish()
+    }
+
     pub fn one(&self, name: &str) -> Option<&str> {
         self.0
             .iter()

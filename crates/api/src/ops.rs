@@ -7,10 +7,12 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-/// `{"status","version","store","revision",…}`; 503 when the store does not answer.
+/// `{"status","version","store","revision",…}`; 503 when the store does not answer. Stored
+/// records that do not decode (and are therefore not served) are counted here.
 pub async fn health(State(state): State<ApiState>) -> Response {
     let registry = &state.registry;
     let store = registry.store_kind().as_str();
+    let undecodable = registry.undecodable_records();
     match registry.store_status().await {
         Ok(status) => axum::Json(json!({
             "status": "ok",
@@ -18,6 +20,10 @@ pub async fn health(State(state): State<ApiState>) -> Response {
             "store": store,
             "revision": status.revision.0,
             "view_revision": registry.view_revision().0,
+            "undecodable_records": {
+                "count": undecodable.count,
+                "last": undecodable.last,
+            },
         }))
         .into_response(),
         Err(error) => (

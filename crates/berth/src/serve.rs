@@ -99,6 +99,7 @@ pub async fn run(config: ServeConfig, unknown_env: Vec<String>) -> anyhow::Resul
                 ..berth_domain::InstanceDefaults::default()
             },
             ports: config.ports.clone(),
+            ..RegistryConfig::default()
         },
         Arc::new(SystemWallClock),
     )

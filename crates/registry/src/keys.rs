@@ -7,8 +7,6 @@ use bytes::Bytes;
 /// Everything berth writes; one watch of it feeds both views.
 pub const ROOT: &str = "/berth/";
 
-/// Everything leased: instances and deregistration markers.
-pub const LIVE: &str = "/berth/live/";
 /// `/berth/live/instances/{service}/{id}`: one record per instance, attached to its lease.
 pub const INSTANCES: &str = "/berth/live/instances/";
 /// `/berth/live/deregistered/{service}/{id}`: written in the same transaction that deletes an

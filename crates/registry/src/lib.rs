@@ -1,20 +1,25 @@
 //! berth's registry service: it turns validated domain commands into store transactions, keeps
-//! an in-memory view of every live instance fed by the store's watch, serves queries and
-//! blocking queries from that view, and streams instance events. Every surface (native HTTP,
-//! compat APIs, CLI, agent) goes through it; none of them touches the store.
+//! an in-memory view of every live instance and of the catalog, fed by one follower of the
+//! store's watch, serves queries and blocking queries from those views, and publishes every
+//! change once on the live feed that every surface subscribes to. Every surface (native HTTP,
+//! compat APIs, CLI, agent, and later xDS and DNS) goes through it; none of them touches the
+//! store.
 
 pub mod catalog;
 mod clock;
 mod error;
+mod faults;
 mod keys;
 mod live;
 
 pub use clock::{SystemWallClock, WallClock};
 pub use error::{RegistryError, Result};
+pub use faults::UndecodableRecords;
 pub use live::commands::{HeartbeatAck, InstanceRef, Registered, RegistrationOutcome};
 pub use live::events::{
     EventBatch, EventItem, EventSubscription, InstanceEvent, InstanceEventKind,
 };
+pub use live::feed::{FeedBatch, FeedEvent, FeedStart, FeedSubscription};
 pub use live::records::StoredInstance;
 pub use live::view::{LiveInstance, ServiceSummary, ServiceView};
 
@@ -25,7 +30,10 @@ use berth_store::{AnyStore, RangeRequest, Store, StoreError};
 /// What surfaces need of the store's vocabulary, so none of them depends on the store.
 pub use berth_store::{Revision, StoreKind, StoreStatus};
 use bytes::Bytes;
+use faults::RecordFaults;
 use live::events;
+use live::feed::{FeedBatch as Batch, FeedHub};
+use live::records::decode_instance;
 use live::view::InstanceView;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -37,11 +45,24 @@ use catalog::view::CatalogView;
 /// How long a read waits for this node's view to catch up with a write before giving up.
 const VIEW_CATCH_UP: Duration = Duration::from_secs(5);
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RegistryConfig {
     pub instance_defaults: InstanceDefaults,
     /// The range the port allocator hands external ports out of.
     pub ports: PortRange,
+    /// How many revisions the live feed keeps in memory, which is also how far a subscriber
+    /// may fall behind before it is reset.
+    pub feed_ring: usize,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            instance_defaults: InstanceDefaults::default(),
+            ports: PortRange::default(),
+            feed_ring: live::feed::RING,
+        }
+    }
 }
 
 /// How fresh a read must be.
@@ -61,12 +82,21 @@ struct Inner {
     config: RegistryConfig,
     instances: Arc<InstanceView>,
     catalog: Arc<CatalogView>,
+    /// Every change, once, for every subscriber.
+    feed: Arc<FeedHub>,
+    /// Stored records that did not decode.
+    faults: Arc<RecordFaults>,
     /// The store revision both views reflect.
     revision: watch::Sender<Revision>,
     /// This node's catalog writes take turns (see `catalog_write`).
     catalog_writes: tokio::sync::Mutex<()>,
     /// The highest revision this node wrote; reads wait until the view has it.
     last_local_write: AtomicI64,
+    /// Moves with every heartbeat this node takes: with the view's revision it tells whether
+    /// an answer that shows heartbeat times is still current.
+    heartbeat_epoch: std::sync::atomic::AtomicU64,
+    /// The last revision that changed the catalog.
+    catalog_revision: Arc<AtomicI64>,
     follower: tokio::task::JoinHandle<()>,
     counters: Counters,
 }
@@ -114,23 +144,34 @@ impl Registry {
         config: RegistryConfig,
         clock: Arc<dyn WallClock>,
     ) -> Result<Registry> {
-        let instances = store.range(RangeRequest::prefix(keys::INSTANCES)).await?;
-        let loaded_at = instances.revision;
-        let catalog = store
-            .range(RangeRequest::prefix(keys::CATALOG).at_revision(loaded_at))
-            .await?;
-        let instances = Arc::new(InstanceView::load(&instances.kvs, loaded_at, clock.now()));
-        let catalog = Arc::new(CatalogView::load(&catalog.kvs));
+        let faults = Arc::new(RecordFaults::new());
+        let (live, durable) = read_both(&store).await?;
+        let loaded_at = live.revision;
+        let instances = Arc::new(InstanceView::load(
+            decode_all(&live.kvs, &faults),
+            loaded_at,
+            clock.now(),
+        ));
+        let (catalog, failures) = CatalogView::load(&durable.kvs);
+        failures.into_iter().for_each(|f| faults.record(f));
+        let catalog = Arc::new(catalog);
         metrics::gauge!("berth_instances").set(instances.instance_count() as f64);
         let revision = watch::Sender::new(loaded_at);
-        let follower = tokio::spawn(follow_store(
-            store.clone(),
-            instances.clone(),
-            catalog.clone(),
-            revision.clone(),
-            clock.clone(),
-            loaded_at,
-        ));
+        let catalog_revision = Arc::new(AtomicI64::new(loaded_at.0));
+        let feed = Arc::new(FeedHub::new(instances.clone(), loaded_at, config.feed_ring));
+        let follower = tokio::spawn(
+            Follower {
+                store: store.clone(),
+                instances: instances.clone(),
+                catalog: catalog.clone(),
+                feed: feed.clone(),
+                faults: faults.clone(),
+                revision: revision.clone(),
+                catalog_revision: catalog_revision.clone(),
+                clock: clock.clone(),
+            }
+            .run(loaded_at),
+        );
         let registry = Registry {
             inner: Arc::new(Inner {
                 store,
@@ -138,9 +179,13 @@ impl Registry {
                 config,
                 instances,
                 catalog,
+                feed,
+                faults,
                 revision,
                 catalog_writes: tokio::sync::Mutex::new(()),
                 last_local_write: AtomicI64::new(0),
+                heartbeat_epoch: std::sync::atomic::AtomicU64::new(0),
+                catalog_revision,
                 follower,
                 counters: Counters::new(),
             }),
@@ -222,6 +267,24 @@ impl Registry {
         self.inner.instances.instance(service, id)
     }
 
+    /// Notes a heartbeat (or a renewing registration) this node took.
+    fn heard_from(&self, live: &LiveInstance, at: Timestamp) {
+        live.record_heartbeat(at);
+        self.inner.heartbeat_epoch.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Moves with every heartbeat this node took: an answer about many services that shows
+    /// heartbeat times is current while this and [`Registry::view_revision`] are unchanged.
+    pub fn heartbeat_epoch(&self) -> u64 {
+        self.inner.heartbeat_epoch.load(Ordering::Relaxed)
+    }
+
+    /// The revision of the last change to the catalog this node's view holds: an answer made
+    /// from the catalog is current while it is unchanged.
+    pub fn catalog_revision(&self) -> Revision {
+        Revision(self.inner.catalog_revision.load(Ordering::Acquire))
+    }
+
     /// One instance.
     pub async fn instance(
         &self,
@@ -243,19 +306,27 @@ impl Registry {
     }
 
     /// Waits until `service` changes after `index` or `timeout` passes, then returns it (a
-    /// blocking query: the caller cannot assume it changed).
+    /// blocking query: the caller cannot assume it changed). It follows the live feed, so a
+    /// name that nothing ever registered leaves nothing behind.
     pub async fn wait_for_service(
         &self,
         service: &ServiceName,
         index: Revision,
         timeout: Duration,
     ) -> Result<ServiceView> {
-        let mut changed = self.inner.instances.subscribe_service(service);
+        // Subscribed before looking, so no change between the look and the wait is missed.
+        let mut feed = self.inner.feed.subscribe(FeedStart::Now);
         let current = self.service(service, Consistency::Local).await?;
         if current.index > index {
             return Ok(current);
         }
-        let _ = tokio::time::timeout(timeout, changed.wait_for(|r| *r > index)).await;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, feed.next()).await {
+                Ok(Some(FeedEvent::Batch(batch))) if !batch.services.contains(service) => {}
+                _ => break,
+            }
+        }
         Ok(self.inner.instances.service(service))
     }
 
@@ -271,88 +342,165 @@ impl Registry {
         Ok(self.inner.instances.select(keep))
     }
 
-    /// Instance events from after `after` (or from now), of `service` (or all).
-    pub fn subscribe(
+    /// Instance events from after `after` (or from now), of `service` (or all). A revision
+    /// this node's view has not reached yet but the store has (another node wrote it) is
+    /// waited for; one the store never reached (a client of another store's history) starts
+    /// with a reset, as does one the feed no longer holds.
+    pub async fn subscribe(
         &self,
         service: Option<ServiceName>,
         after: Option<Revision>,
     ) -> EventSubscription {
-        events::subscribe(
-            self.inner.store.clone(),
-            service,
-            after,
-            self.inner.revision.subscribe(),
-        )
-    }
-}
-
-/// Keeps both views in step with the store: applies each revision under `/berth/`, and
-/// reloads everything if the watch ever falls behind compaction.
-async fn follow_store(
-    store: AnyStore,
-    instances: Arc<InstanceView>,
-    catalog: Arc<CatalogView>,
-    revision: watch::Sender<Revision>,
-    clock: Arc<dyn WallClock>,
-    loaded_at: Revision,
-) {
-    let prefix = Bytes::from_static(keys::ROOT.as_bytes());
-    let mut next = loaded_at.next();
-    loop {
-        let mut watch = match store.watch(prefix.clone(), Some(next)).await {
-            Ok(watch) => watch,
-            Err(StoreError::Closed) => return,
-            Err(error) => {
-                tracing::warn!(%error, "cannot watch the store; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+        let start = match after {
+            None => FeedStart::Now,
+            Some(after) => {
+                if after > self.view_revision()
+                    && let Ok(status) = self.inner.store.status().await
+                    && after <= status.revision
+                {
+                    let _ = self.wait_for_view(after).await;
+                }
+                FeedStart::After(after)
             }
         };
-        loop {
-            match watch.next().await {
-                None => return, // the store shut down
-                Some(Ok(batch)) => {
-                    instances.apply(&batch, clock.now());
-                    catalog.apply(&batch);
-                    revision.send_replace(batch.revision);
-                    next = batch.revision.next();
-                }
-                Some(Err(StoreError::Compacted { .. })) => {
-                    match reload(&store, &instances, &catalog, clock.now()).await {
-                        Ok(at) => {
-                            tracing::warn!(revision = %at, "the views fell behind compaction; reloaded them");
-                            revision.send_replace(at);
-                            next = at.next();
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, "reloading the views failed; retrying");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    }
-                    break;
-                }
-                Some(Err(error)) => {
-                    tracing::warn!(%error, "the store watch failed; watching again");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    break;
-                }
-            }
-        }
+        EventSubscription::new(self.inner.feed.subscribe(start), service)
+    }
+
+    /// The live feed itself, for surfaces that keep their own picture of the registry (xDS,
+    /// DNS): every change, once, from `start`.
+    pub fn feed(&self, start: FeedStart) -> FeedSubscription {
+        self.inner.feed.subscribe(start)
+    }
+
+    /// Stored records that did not decode since start (for `/health`).
+    pub fn undecodable_records(&self) -> UndecodableRecords {
+        self.inner.faults.report()
     }
 }
 
-/// Reads both halves at one revision and replaces the views with them.
-async fn reload(
+/// Reads the live and the durable halves at one revision.
+async fn read_both(
     store: &AnyStore,
-    instances: &InstanceView,
-    catalog: &CatalogView,
-    now: Timestamp,
-) -> std::result::Result<Revision, StoreError> {
+) -> std::result::Result<(berth_store::RangeResponse, berth_store::RangeResponse), StoreError> {
     let live = store.range(RangeRequest::prefix(keys::INSTANCES)).await?;
     let durable = store
         .range(RangeRequest::prefix(keys::CATALOG).at_revision(live.revision))
         .await?;
-    instances.reload(&live.kvs, live.revision, now);
-    catalog.reload(&durable.kvs);
-    Ok(live.revision)
+    Ok((live, durable))
+}
+
+/// The instance records that decode; the others are reported.
+fn decode_all(kvs: &[berth_store::KeyValue], faults: &RecordFaults) -> Vec<StoredInstance> {
+    kvs.iter()
+        .filter_map(|kv| {
+            decode_instance(kv)
+                .map_err(|error| faults.record(error))
+                .ok()
+        })
+        .collect()
+}
+
+/// The one follower of the store: applies each revision under `/berth/` to both views and
+/// publishes it on the live feed, and reloads everything if the watch ever falls behind
+/// compaction.
+struct Follower {
+    store: AnyStore,
+    instances: Arc<InstanceView>,
+    catalog: Arc<CatalogView>,
+    feed: Arc<FeedHub>,
+    faults: Arc<RecordFaults>,
+    revision: watch::Sender<Revision>,
+    catalog_revision: Arc<AtomicI64>,
+    clock: Arc<dyn WallClock>,
+}
+
+impl Follower {
+    async fn run(self, loaded_at: Revision) {
+        let prefix = Bytes::from_static(keys::ROOT.as_bytes());
+        let mut next = loaded_at.next();
+        loop {
+            let mut watch = match self.store.watch(prefix.clone(), Some(next)).await {
+                Ok(watch) => watch,
+                Err(StoreError::Closed) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot watch the store; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            loop {
+                match watch.next().await {
+                    None => return, // the store shut down
+                    Some(Ok(batch)) => {
+                        self.apply(&batch);
+                        next = batch.revision.next();
+                    }
+                    Some(Err(StoreError::Compacted { .. })) => {
+                        match self.reload().await {
+                            Ok(at) => {
+                                tracing::warn!(revision = %at, "the views fell behind compaction; reloaded them");
+                                next = at.next();
+                            }
+                            Err(error) => {
+                                tracing::warn!(%error, "reloading the views failed; retrying");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                        }
+                        break;
+                    }
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "the store watch failed; watching again");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One revision: classified once (every record decoded once), applied to both views and
+    /// published, as one step for subscribers.
+    fn apply(&self, batch: &berth_store::WatchBatch) {
+        let classified = events::classify(batch);
+        let catalog_changed = batch
+            .events
+            .iter()
+            .any(|e| e.kv.key.starts_with(keys::CATALOG.as_bytes()));
+        let now = self.clock.now();
+        let undecodable = classified.undecodable;
+        for failure in classified.failures {
+            self.faults.record(failure);
+        }
+        let published = Batch::new(batch.revision, classified.events, catalog_changed);
+        self.feed.publish(published, |published| {
+            self.instances
+                .apply(batch.revision, &published.events, &undecodable, now);
+            for failure in self.catalog.apply(batch) {
+                self.faults.record(failure);
+            }
+            if catalog_changed {
+                self.catalog_revision
+                    .store(batch.revision.0, Ordering::Release);
+            }
+            self.revision.send_replace(batch.revision);
+        });
+    }
+
+    /// Reads both halves afresh and replaces the views (every subscriber is reset).
+    async fn reload(&self) -> std::result::Result<Revision, StoreError> {
+        let (live, durable) = read_both(&self.store).await?;
+        let stored = decode_all(&live.kvs, &self.faults);
+        let now = self.clock.now();
+        self.feed.reload(|| {
+            self.instances.reload(stored, live.revision, now);
+            for failure in self.catalog.reload(&durable.kvs) {
+                self.faults.record(failure);
+            }
+            self.catalog_revision
+                .store(live.revision.0, Ordering::Release);
+            self.revision.send_replace(live.revision);
+            live.revision
+        });
+        Ok(live.revision)
+    }
 }

@@ -3,6 +3,7 @@
 //! `host:port` and the version as its version, kept for bender's TTL. Deviations are listed
 //! in `docs/compat/bender.md`.
 
+use crate::cache::Freshness;
 use crate::extract::ApiPath;
 use crate::native::routing::{backend_draft, frontend_draft};
 use crate::reply::with_location;
@@ -181,44 +182,78 @@ async fn register(
     Ok(StatusCode::OK.into_response())
 }
 
-fn rows(instances: &[Arc<LiveInstance>]) -> Response {
-    axum::Json(Value::Array(instances.iter().map(|l| row(l)).collect())).into_response()
+fn rows(instances: &[Arc<LiveInstance>]) -> Vec<u8> {
+    serde_json::to_vec(&Value::Array(instances.iter().map(|l| row(l)).collect()))
+        .expect("rows always serialize")
+}
+
+/// A JSON response made of already serialized bytes.
+fn json_answer(body: bytes::Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn all_registrations(State(state): State<ApiState>) -> BenderResult<Response> {
-    Ok(rows(&state.registry.select(|_| true).await?))
+    let freshness = Freshness::of_everything(&state.registry);
+    let key = ("bender-all", String::new());
+    if let Some(body) = state.cache.get(&key, freshness) {
+        return Ok(json_answer(body));
+    }
+    let everything = state.registry.select(|_| true).await?;
+    Ok(json_answer(state.cache.keep(
+        key,
+        freshness,
+        rows(&everything),
+    )))
 }
 
-/// The instances of `app` (none for a name berth cannot hold, as bender had none).
-async fn instances_of(state: &ApiState, app: &str) -> BenderResult<Vec<Arc<LiveInstance>>> {
-    match ServiceName::parse("app", app) {
-        Ok(service) => Ok(state
-            .registry
-            .service(&service, Consistency::Local)
-            .await?
-            .instances
-            .to_vec()),
-        Err(_) => Ok(Vec::new()),
-    }
+/// The registrations of `app`, optionally at one version, from bytes kept until the service
+/// changes or one of them renews (none for a name berth cannot hold, as bender had none).
+async fn registrations_of(
+    state: &ApiState,
+    app: &str,
+    version: Option<&str>,
+) -> BenderResult<Response> {
+    let Ok(service) = ServiceName::parse("app", app) else {
+        return Ok(json_answer(rows(&[]).into()));
+    };
+    let view = state.registry.service(&service, Consistency::Local).await?;
+    let key = match version {
+        Some(version) => ("bender-version", format!("{app}/{version}")),
+        None => ("bender-app", app.to_string()),
+    };
+    let body = state
+        .cache
+        .get_or_make(key, Freshness::of_service(&view), || {
+            let instances: Vec<Arc<LiveInstance>> = view
+                .instances
+                .iter()
+                .filter(|l| version.is_none_or(|v| l.instance.spec.version() == Some(v)))
+                .cloned()
+                .collect();
+            rows(&instances)
+        });
+    Ok(json_answer(body))
 }
 
 async fn app_registrations(
     State(state): State<ApiState>,
     ApiPath(app): ApiPath<String>,
 ) -> BenderResult<Response> {
-    Ok(rows(&instances_of(&state, &app).await?))
+    registrations_of(&state, &app, None).await
 }
 
 async fn version_registrations(
     State(state): State<ApiState>,
     ApiPath((app, version)): ApiPath<(String, String)>,
 ) -> BenderResult<Response> {
-    let instances: Vec<Arc<LiveInstance>> = instances_of(&state, &app)
-        .await?
-        .into_iter()
-        .filter(|l| l.instance.spec.version() == Some(version.as_str()))
-        .collect();
-    Ok(rows(&instances))
+    registrations_of(&state, &app, Some(&version)).await
 }
 
 /// A backend's or frontend's row: its extra fields, then bender's own.

@@ -5,6 +5,7 @@
 //! `docs/compat/flow.md`.
 
 use super::{Fields, read_fields};
+use crate::cache::Freshness;
 use crate::extract::{ApiPath, Params};
 use crate::format::rfc3339;
 use crate::{ApiState, Routes, Surface};
@@ -280,15 +281,32 @@ async fn list_applications(State(state): State<ApiState>, params: Params) -> Flo
     let matches_nothing = (!ids.is_empty() && query.ids.is_empty())
         || (!ports.is_empty() && query.ports.is_empty())
         || (!services.is_empty() && query.kinds.is_empty());
+    // Listings are polled: kept as bytes until the catalog changes.
+    let freshness = Freshness::of_catalog(&state.registry);
+    let key = ("flow-applications", params.canonical());
+    if let Some(body) = state.cache.get(&key, freshness) {
+        return Ok(json_answer(body));
+    }
     let apps = if matches_nothing {
         Vec::new()
     } else {
         state.registry.apps(&query).await?
     };
-    Ok(ok(
-        StatusCode::OK,
-        &apps.iter().map(application).collect::<Vec<_>>(),
-    ))
+    let body = serde_json::to_vec(&apps.iter().map(application).collect::<Vec<_>>())
+        .map_err(|e| FlowError::Unavailable(e.to_string()))?;
+    Ok(json_answer(state.cache.keep(key, freshness, body)))
+}
+
+/// A 200 JSON response made of already serialized bytes.
+fn json_answer(body: bytes::Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 fn port_field(fields: &Fields, name: &str) -> FlowResult<Option<i64>> {

@@ -5,6 +5,7 @@
 //! `docs/compat/lyft.md`.
 
 use super::{Fields, read_fields};
+use crate::cache::Freshness;
 use crate::extract::ApiPath;
 use crate::{ApiState, Routes, Surface};
 use axum::extract::{ConnectInfo, Request, State};
@@ -173,54 +174,66 @@ async fn healthcheck() -> Response {
         .into_response()
 }
 
-/// The live hosts of `service`. A name berth cannot hold has none, as an unknown service had
-/// none in lyft.
-async fn live_hosts(state: &ApiState, service: &str) -> LyftResult<Arc<[Arc<LiveInstance>]>> {
-    Ok(match ServiceName::parse("service", service) {
-        Ok(name) => {
-            state
-                .registry
-                .service(&name, berth_registry::Consistency::Local)
-                .await?
-                .instances
-        }
-        Err(_) => Arc::from([]),
-    })
+/// A JSON response made of already serialized bytes.
+fn json_answer(body: bytes::Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
+fn hosts_body(head: (&str, &str), env: &str, hosts: &[Arc<LiveInstance>]) -> Vec<u8> {
+    let hosts: Vec<Value> = hosts.iter().map(|l| host(l.as_instance_ref())).collect();
+    serde_json::to_vec(&json!({head.0: head.1, "env": env, "hosts": hosts}))
+        .expect("hosts always serialize")
+}
+
+/// `GET /v1/registration/{service}`: the live hosts, from bytes kept until the service
+/// changes or a host checks in. A name berth cannot hold has no hosts, as an unknown service
+/// had none in lyft.
 async fn get_service(
     State(state): State<ApiState>,
     ApiPath(service): ApiPath<String>,
 ) -> LyftResult<Response> {
-    let hosts: Vec<Value> = live_hosts(&state, &service)
-        .await?
-        .iter()
-        .map(|live| host(live.as_instance_ref()))
-        .collect();
-    Ok(
-        axum::Json(json!({"service": service, "env": state.compat.lyft.env, "hosts": hosts}))
-            .into_response(),
-    )
+    let env = &state.compat.lyft.env;
+    let Ok(name) = ServiceName::parse("service", &service) else {
+        return Ok(json_answer(
+            hosts_body(("service", &service), env, &[]).into(),
+        ));
+    };
+    let view = state
+        .registry
+        .service(&name, berth_registry::Consistency::Local)
+        .await?;
+    let body = state.cache.get_or_make(
+        ("lyft-service", service.clone()),
+        Freshness::of_service(&view),
+        || hosts_body(("service", &service), env, &view.instances),
+    );
+    Ok(json_answer(body))
 }
 
+/// `GET /v1/registration/repo/{repo}`: the live hosts of every service from that repository.
 async fn get_repo(
     State(state): State<ApiState>,
     ApiPath(repo): ApiPath<String>,
 ) -> LyftResult<Response> {
+    // Everything the answer shows is as of this freshness: taken before the selection.
+    let freshness = Freshness::of_everything(&state.registry);
+    let key = ("lyft-repo", repo.clone());
+    if let Some(body) = state.cache.get(&key, freshness) {
+        return Ok(json_answer(body));
+    }
     let found = state
         .registry
         .select(|instance| instance.spec.repo() == Some(repo.as_str()))
         .await?;
-    let hosts: Vec<Value> = found
-        .iter()
-        .map(|live| host(live.as_instance_ref()))
-        .collect();
-    Ok(
-        axum::Json(
-            json!({"service_repo_name": repo, "env": state.compat.lyft.env, "hosts": hosts}),
-        )
-        .into_response(),
-    )
+    let body = hosts_body(("service_repo_name", &repo), &state.compat.lyft.env, &found);
+    Ok(json_answer(state.cache.keep(key, freshness, body)))
 }
 
 /// The address `auto_ip` stands for: behind one proxy, the last `X-Forwarded-For` entry, else

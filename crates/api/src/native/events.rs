@@ -11,7 +11,7 @@ use crate::native::instances::{InstanceDto, parse_service};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use berth_registry::{EventItem, EventSubscription, InstanceEventKind, Revision};
+use berth_registry::{EventItem, EventSubscription, FeedBatch, InstanceEventKind, Revision};
 use futures::{Stream, StreamExt};
 use serde::Serialize;
 use std::convert::Infallible;
@@ -33,49 +33,66 @@ struct ResetDto<'a> {
     instances: Vec<InstanceDto<'a>>,
 }
 
-fn sse_events(item: berth_registry::Result<EventItem>) -> Vec<Event> {
+/// Every event of a feed batch as SSE data (JSON), made once for every subscriber.
+struct EncodedBatch {
+    data: Vec<String>,
+}
+
+fn encode(batch: &FeedBatch) -> EncodedBatch {
+    EncodedBatch {
+        data: batch
+            .events
+            .iter()
+            .map(|event| {
+                let reason = match event.kind {
+                    InstanceEventKind::Offline(reason) => Some(reason.as_str()),
+                    _ => None,
+                };
+                let dto = InstanceEventDto {
+                    r#type: event.kind.name(),
+                    revision: batch.revision.0,
+                    reason,
+                    instance: InstanceDto::without_liveness(
+                        &event.instance.instance,
+                        event.instance.revision_index,
+                    ),
+                };
+                serde_json::to_string(&dto).unwrap_or_default()
+            })
+            .collect(),
+    }
+}
+
+fn sse_events(item: EventItem) -> Vec<Event> {
     match item {
-        Ok(EventItem::Batch(batch)) => {
-            let last = batch.events.len().saturating_sub(1);
+        EventItem::Batch(batch) => {
+            let encoded = batch.batch.encoded(encode);
+            let last = batch.wanted.len().saturating_sub(1);
             batch
-                .events
+                .wanted
                 .iter()
                 .enumerate()
-                .map(|(index, event)| {
-                    let reason = match event.kind {
-                        InstanceEventKind::Offline(reason) => Some(reason.as_str()),
-                        _ => None,
-                    };
-                    let dto = InstanceEventDto {
-                        r#type: event.kind.name(),
-                        revision: batch.revision.0,
-                        reason,
-                        instance: InstanceDto::without_liveness(
-                            &event.instance.instance,
-                            event.instance.revision_index,
-                        ),
-                    };
-                    let sse = Event::default()
-                        .event(event.kind.name())
-                        .data(serde_json::to_string(&dto).unwrap_or_default());
-                    if index == last {
-                        sse.id(batch.revision.0.to_string())
+                .map(|(position, &index)| {
+                    let kind = batch.batch.events[index].kind.name();
+                    let sse = Event::default().event(kind).data(&encoded.data[index]);
+                    if position == last {
+                        sse.id(batch.revision().0.to_string())
                     } else {
                         sse
                     }
                 })
                 .collect()
         }
-        Ok(EventItem::Reset {
+        EventItem::Reset {
             revision,
             instances,
-        }) => {
+        } => {
             let dto = ResetDto {
                 r#type: "reset",
                 revision: revision.0,
                 instances: instances
                     .iter()
-                    .map(|i| InstanceDto::without_liveness(&i.instance, i.revision_index))
+                    .map(|live| InstanceDto::without_liveness(&live.instance, live.revision_index))
                     .collect(),
             };
             vec![
@@ -85,26 +102,14 @@ fn sse_events(item: berth_registry::Result<EventItem>) -> Vec<Event> {
                     .data(serde_json::to_string(&dto).unwrap_or_default()),
             ]
         }
-        Err(error) => {
-            vec![Event::default().event("error").data(
-                serde_json::json!({"type": "error", "message": error.to_string()}).to_string(),
-            )]
-        }
     }
 }
 
 fn into_stream(subscription: EventSubscription) -> impl Stream<Item = Vec<Event>> {
-    futures::stream::unfold(
-        (subscription, false),
-        |(mut subscription, ended)| async move {
-            if ended {
-                return None;
-            }
-            let item = subscription.next().await?;
-            let failed = item.is_err();
-            Some((sse_events(item), (subscription, failed)))
-        },
-    )
+    futures::stream::unfold(subscription, |mut subscription| async move {
+        let item = subscription.next().await?;
+        Some((sse_events(item), subscription))
+    })
 }
 
 pub async fn events(
@@ -138,7 +143,7 @@ pub async fn events(
                 .with_field("after"),
         );
     }
-    let subscription = state.registry.subscribe(service, after.map(Revision));
+    let subscription = state.registry.subscribe(service, after.map(Revision)).await;
     let shutdown = state.shutdown.clone().cancelled_owned();
     let open = InFlight::new(metrics::gauge!("berth_http_event_streams"));
     let stream = into_stream(subscription)

@@ -3,6 +3,7 @@
 //! only thing this module decides.
 
 use crate::ApiState;
+use crate::cache::Freshness;
 use crate::error::{ApiError, ApiResult, internal};
 use crate::extract::{ApiPath, JsonBody, Params, encode_segment};
 use crate::format::rfc3339;
@@ -334,7 +335,11 @@ pub async fn list_instances(
         _ => state.registry.service(&service, consistency).await?,
     };
     let body = if filter.is_empty() {
-        state.cache.service_body(&view)
+        state.cache.get_or_make(
+            ("native", view.service.to_string()),
+            Freshness::of_service(&view),
+            || service_body(&view, &InstanceFilter::default()),
+        )
     } else {
         Bytes::from(service_body(&view, &filter))
     };

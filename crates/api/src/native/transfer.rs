@@ -105,11 +105,7 @@ fn snapshot_from(
             ports: app
                 .ports
                 .into_iter()
-                .map(|port| PortDraft {
-                    kind: Some(port.kind),
-                    external: Some(i64::from(port.external)),
-                    internal: Some(i64::from(port.internal)),
-                })
+                .map(|port| PortDraft::assigned(port.kind, port.external, port.internal))
                 .collect(),
             dependencies: app.dependencies,
             created_at,

@@ -6,6 +6,7 @@
 )]
 
 mod agent;
+mod caches;
 mod catalog;
 mod cli;
 mod cluster;

@@ -350,6 +350,17 @@ pub struct PortDraft {
     pub internal: Option<i64>,
 }
 
+impl PortDraft {
+    /// A port with every part given (an export's, a stored record's).
+    pub fn assigned(kind: String, external: u16, internal: u16) -> Self {
+        PortDraft {
+            kind: Some(kind),
+            external: Some(i64::from(external)),
+            internal: Some(i64::from(internal)),
+        }
+    }
+}
+
 /// An application with its ports already assigned, as an export or the store holds it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WholeApplicationDraft {

@@ -114,11 +114,7 @@ pub(crate) fn decode_app(id: &str, bytes: &[u8]) -> Result<Application, String> 
         ports: record
             .ports
             .into_iter()
-            .map(|port| PortDraft {
-                kind: Some(port.kind),
-                external: Some(i64::from(port.external)),
-                internal: Some(i64::from(port.internal)),
-            })
+            .map(|port| PortDraft::assigned(port.kind, port.external, port.internal))
             .collect(),
         dependencies: record.dependencies,
         created_at: Timestamp::from_millis(record.created_at_ms),

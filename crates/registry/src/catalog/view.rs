@@ -69,9 +69,10 @@ fn apply_record<K: Ord, V>(
 }
 
 impl CatalogState {
-    fn apply(&mut self, kind: EventKind, kv: &KeyValue) {
+    /// Applies one change; a record that does not decode is left out (and the error returned).
+    fn apply(&mut self, kind: EventKind, kv: &KeyValue) -> Result<(), String> {
         let Ok(key) = std::str::from_utf8(&kv.key) else {
-            return;
+            return Err(format!("catalog key {:?} is not UTF-8", kv.key));
         };
         let revision = kv.mod_revision;
         let created = kv.create_revision;
@@ -133,8 +134,33 @@ impl CatalogState {
             }
             Ok(())
         })();
-        if let Err(error) = result {
-            tracing::warn!(%error, "skipping a catalog record that does not decode");
+        if result.is_err() {
+            // What the record was is gone: never serve the version before it.
+            self.forget(key);
+        }
+        result
+    }
+
+    /// Removes whatever `key` held (a record that no longer decodes).
+    fn forget(&mut self, key: &str) {
+        let name = |prefix: &str| {
+            key.strip_prefix(prefix)
+                .and_then(|n| EntityName::parse("name", n).ok())
+        };
+        if let Some(name) = key
+            .strip_prefix(keys::KINDS)
+            .and_then(|n| KindName::parse("name", n).ok())
+        {
+            self.kinds.remove(&name);
+        } else if let Some(id) = key
+            .strip_prefix(keys::APPS)
+            .and_then(|n| AppId::parse("id", n).ok())
+        {
+            self.apps.remove(&id);
+        } else if let Some(name) = name(keys::BACKENDS) {
+            self.backends.remove(&name);
+        } else if let Some(name) = name(keys::FRONTENDS) {
+            self.frontends.remove(&name);
         }
     }
 
@@ -181,38 +207,44 @@ pub(crate) struct CatalogView {
 }
 
 impl CatalogView {
-    /// Builds the view from a range of the catalog prefix.
-    pub fn load(kvs: &[KeyValue]) -> Self {
+    /// Builds the view from a range of the catalog prefix; the records that did not decode.
+    pub fn load(kvs: &[KeyValue]) -> (Self, Vec<String>) {
         let view = CatalogView::default();
-        view.reload(kvs);
-        view
+        let failures = view.reload(kvs);
+        (view, failures)
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, CatalogState> {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn apply(&self, batch: &WatchBatch) {
+    /// Applies the catalog's changes in one revision; the records that did not decode.
+    pub fn apply(&self, batch: &WatchBatch) -> Vec<String> {
         let mut touched = false;
+        let mut failures = Vec::new();
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         for event in &batch.events {
             if event.kv.key.starts_with(keys::CATALOG.as_bytes()) {
-                state.apply(event.kind, &event.kv);
+                failures.extend(state.apply(event.kind, &event.kv).err());
                 touched = true;
             }
         }
         if touched {
             metrics::gauge!("berth_catalog_applications").set(state.apps.len() as f64);
         }
+        failures
     }
 
-    /// Replaces everything with a fresh range of the catalog prefix.
-    pub fn reload(&self, kvs: &[KeyValue]) {
+    /// Replaces everything with a fresh range of the catalog prefix; the records that did not
+    /// decode.
+    pub fn reload(&self, kvs: &[KeyValue]) -> Vec<String> {
         let mut fresh = CatalogState::default();
-        for kv in kvs {
-            fresh.apply(EventKind::Put, kv);
-        }
+        let failures = kvs
+            .iter()
+            .filter_map(|kv| fresh.apply(EventKind::Put, kv).err())
+            .collect();
         metrics::gauge!("berth_catalog_applications").set(fresh.apps.len() as f64);
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        failures
     }
 }

@@ -88,6 +88,10 @@ impl Registry {
         id: &InstanceId,
         build: impl Fn(Option<&Instance>) -> Result<InstanceSpec>,
     ) -> Result<Registered> {
+        if let Some(renewed) = self.renew_from_view(service, id, &build).await? {
+            self.inner.counters.registrations[2].increment(1);
+            return Ok(renewed);
+        }
         let store = self.store();
         let key = keys::instance_key(service.as_str(), id.as_str());
         for _ in 0..ATTEMPTS {
@@ -124,6 +128,41 @@ impl Registry {
         Err(RegistryError::conflict(format!(
             "instance {id} of {service} kept changing during the registration; try again"
         )))
+    }
+
+    /// The common registration, a client registering again exactly as it is (bender's and
+    /// lyft's way of renewing): answered from this node's view with one keepalive, without
+    /// reading or writing the store or encoding a record. `None` when it is not that case
+    /// (new, changed, another TTL, or a lease that ran out): the store decides then.
+    async fn renew_from_view(
+        &self,
+        service: &ServiceName,
+        id: &InstanceId,
+        build: &impl Fn(Option<&Instance>) -> Result<InstanceSpec>,
+    ) -> Result<Option<Registered>> {
+        self.sync_local_writes().await?;
+        let Some(live) = self.view_instance(service, id) else {
+            return Ok(None);
+        };
+        let spec = build(Some(&live.instance))?;
+        if spec != live.instance.spec {
+            return Ok(None);
+        }
+        match self.store().lease_keepalive(live.lease).await {
+            Ok(ttl) => {
+                let now = self.now();
+                self.heard_from(&live, now);
+                Ok(Some(Registered {
+                    instance: live.instance.clone(),
+                    revision_index: live.revision_index,
+                    last_heartbeat: now,
+                    lease_ttl: ttl,
+                    outcome: RegistrationOutcome::Renewed,
+                }))
+            }
+            Err(StoreError::LeaseNotFound(_)) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// A new instance on a new lease. `None` when someone created it first.
@@ -192,7 +231,7 @@ impl Registry {
         }
         if unchanged && let Some((_, ttl)) = live_lease {
             if let Some(live) = self.view_instance(spec.service(), spec.id()) {
-                live.record_heartbeat(now);
+                self.heard_from(&live, now);
             }
             return Ok(Some(Registered {
                 instance: stored.instance,
@@ -267,7 +306,7 @@ impl Registry {
         match self.store().lease_keepalive(live.lease).await {
             Ok(ttl) => {
                 let now = self.now();
-                live.record_heartbeat(now);
+                self.heard_from(&live, now);
                 self.inner.counters.heartbeats.increment(1);
                 Ok(HeartbeatAck {
                     expires_at: now.plus(ttl),

@@ -1,15 +1,16 @@
-//! Online / updated / offline events, read from the store's watch so every node sees every
-//! change, whichever node made it. A subscriber resumes from any revision; one that fell behind
-//! the store's compaction gets an explicit reset with a fresh snapshot, never a silent gap.
+//! Online / updated / offline events: what one revision of the live prefix means, decided once
+//! by the follower (`classify`) and published on the live feed, and the subscription every
+//! event stream reads: the feed filtered to one service (or all), with an explicit reset and a
+//! fresh snapshot whenever the subscriber cannot be given every change since its place.
 
-use crate::error::Result;
+use super::feed::{FeedBatch, FeedEvent, FeedSubscription};
+use super::records::{StoredInstance, decode_instance};
+use super::view::LiveInstance;
 use crate::keys;
-use crate::live::records::{StoredInstance, decode_instance};
-use berth_domain::{OfflineReason, ServiceName};
-use berth_store::{AnyStore, EventKind, RangeRequest, Revision, Store, StoreError, WatchBatch};
-use bytes::Bytes;
+use berth_domain::{InstanceId, OfflineReason, ServiceName};
+use berth_store::{EventKind, Revision, WatchBatch};
 use std::collections::HashSet;
-use tokio::sync::{mpsc, watch};
+use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InstanceEventKind {
@@ -35,34 +36,30 @@ pub struct InstanceEvent {
     pub instance: StoredInstance,
 }
 
-/// The instance events of one store revision.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EventBatch {
-    pub revision: Revision,
+/// One revision of the live prefix, classified.
+pub(crate) struct Classified {
     pub events: Vec<InstanceEvent>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum EventItem {
-    Batch(EventBatch),
-    /// The requested history is gone: here is everything as of `revision`; events continue
-    /// after it.
-    Reset {
-        revision: Revision,
-        instances: Vec<StoredInstance>,
-    },
+    /// Instances whose new record does not decode: they leave the view (a record today's
+    /// rules refuse is reported, not served).
+    pub undecodable: Vec<(ServiceName, InstanceId)>,
+    /// Why records did not decode.
+    pub failures: Vec<String>,
 }
 
 /// What one revision of the live prefix means. An instance deleted in the same revision as its
 /// deregistration marker was deregistered; any other deletion is an expiry.
-pub fn classify(batch: &WatchBatch) -> Vec<InstanceEvent> {
+pub(crate) fn classify(batch: &WatchBatch) -> Classified {
     let deregistered: HashSet<(&str, &str)> = batch
         .events
         .iter()
         .filter(|e| e.kind == EventKind::Put)
         .filter_map(|e| keys::parse_deregistered_key(&e.kv.key))
         .collect();
-    let mut events = Vec::new();
+    let mut classified = Classified {
+        events: Vec::new(),
+        undecodable: Vec::new(),
+        failures: Vec::new(),
+    };
     for event in &batch.events {
         let Some((service, id)) = keys::parse_instance_key(&event.kv.key) else {
             continue;
@@ -90,128 +87,96 @@ pub fn classify(batch: &WatchBatch) -> Vec<InstanceEvent> {
             }
         };
         match decoded {
-            Ok(event) => events.push(event),
-            Err(error) => tracing::warn!(%error, "skipping an event whose record does not decode"),
+            Ok(event) => classified.events.push(event),
+            Err(error) => {
+                if let (Ok(service), Ok(id)) = (
+                    ServiceName::parse("service", service),
+                    InstanceId::parse("id", id),
+                ) {
+                    classified.undecodable.push((service, id));
+                }
+                classified.failures.push(error);
+            }
         }
     }
-    events
+    classified
 }
 
-/// A live subscription to instance events.
+/// The events of one revision that a subscription wants.
+#[derive(Clone, Debug)]
+pub struct EventBatch {
+    pub batch: Arc<FeedBatch>,
+    /// Which of `batch.events` the subscriber wants, in order.
+    pub wanted: Vec<usize>,
+}
+
+impl EventBatch {
+    pub fn revision(&self) -> Revision {
+        self.batch.revision
+    }
+
+    pub fn events(&self) -> impl Iterator<Item = &InstanceEvent> {
+        self.wanted.iter().map(|&index| &self.batch.events[index])
+    }
+}
+
+#[derive(Debug)]
+pub enum EventItem {
+    Batch(EventBatch),
+    /// The subscriber cannot be given every change since its place: here is everything as of
+    /// `revision`; events continue after it.
+    Reset {
+        revision: Revision,
+        instances: Vec<Arc<LiveInstance>>,
+    },
+}
+
+/// A live subscription to instance events: the feed, filtered.
 pub struct EventSubscription {
-    receiver: mpsc::Receiver<Result<EventItem>>,
+    feed: FeedSubscription,
+    service: Option<ServiceName>,
 }
 
 impl EventSubscription {
-    /// The next item; `None` when the registry shut down.
-    pub async fn next(&mut self) -> Option<Result<EventItem>> {
-        self.receiver.recv().await
+    pub(crate) fn new(feed: FeedSubscription, service: Option<ServiceName>) -> Self {
+        EventSubscription { feed, service }
     }
-}
 
-/// Follows the live prefix from after `after` (or from now), keeping the events of `service`
-/// (or all).
-pub(crate) fn subscribe(
-    store: AnyStore,
-    service: Option<ServiceName>,
-    after: Option<Revision>,
-    mut view_revision: watch::Receiver<Revision>,
-) -> EventSubscription {
-    let (sender, receiver) = mpsc::channel(256);
-    tokio::spawn(async move {
-        let mut start = after.map(Revision::next);
+    fn wants(&self, service: &ServiceName) -> bool {
+        self.service.as_ref().is_none_or(|s| s == service)
+    }
+
+    /// The next item; `None` when the registry shut down.
+    pub async fn next(&mut self) -> Option<EventItem> {
         loop {
-            let mut watch = match store
-                .watch(Bytes::from_static(keys::LIVE.as_bytes()), start)
-                .await
-            {
-                Ok(watch) => watch,
-                Err(error) => {
-                    let _ = sender.send(Err(error.into())).await;
-                    return;
+            match self.feed.next().await? {
+                FeedEvent::Batch(batch) => {
+                    let wanted: Vec<usize> = batch
+                        .events
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| self.wants(e.instance.instance.spec.service()))
+                        .map(|(index, _)| index)
+                        .collect();
+                    if !wanted.is_empty() {
+                        return Some(EventItem::Batch(EventBatch { batch, wanted }));
+                    }
                 }
-            };
-            loop {
-                let item = tokio::select! {
-                    item = watch.next() => item,
-                    () = sender.closed() => return,
-                };
-                match item {
-                    None => return,
-                    Some(Ok(batch)) => {
-                        let events: Vec<InstanceEvent> = classify(&batch)
-                            .into_iter()
-                            .filter(|e| {
-                                service
-                                    .as_ref()
-                                    .is_none_or(|s| e.instance.instance.spec.service() == s)
-                            })
-                            .collect();
-                        if events.is_empty() {
-                            continue;
-                        }
-                        let revision = batch.revision;
-                        tokio::select! {
-                            () = view_holds(&mut view_revision, revision) => {}
-                            () = sender.closed() => return,
-                        }
-                        let batch = EventBatch { revision, events };
-                        if sender.send(Ok(EventItem::Batch(batch))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Some(Err(StoreError::Compacted { .. })) => {
-                        match snapshot(&store, service.as_ref()).await {
-                            Ok((revision, instances)) => {
-                                start = Some(revision.next());
-                                view_holds(&mut view_revision, revision).await;
-                                let reset = EventItem::Reset {
-                                    revision,
-                                    instances,
-                                };
-                                if sender.send(Ok(reset)).await.is_err() {
-                                    return;
-                                }
-                            }
-                            Err(error) => {
-                                let _ = sender.send(Err(error)).await;
-                                return;
-                            }
-                        }
-                        break; // watch again after the snapshot
-                    }
-                    Some(Err(error)) => {
-                        let _ = sender.send(Err(error.into())).await;
-                        return;
-                    }
+                FeedEvent::Snapshot {
+                    revision,
+                    instances,
+                    ..
+                } => {
+                    let instances = instances
+                        .into_iter()
+                        .filter(|live| self.wants(live.instance.spec.service()))
+                        .collect();
+                    return Some(EventItem::Reset {
+                        revision,
+                        instances,
+                    });
                 }
             }
         }
-    });
-    EventSubscription { receiver }
-}
-
-/// Waits until this node's views hold `revision`, so a subscriber that reads after an event
-/// sees what the event announced. Not forever: a stuck view must not silence the stream.
-async fn view_holds(view_revision: &mut watch::Receiver<Revision>, revision: Revision) {
-    let _ = tokio::time::timeout(
-        crate::VIEW_CATCH_UP,
-        view_revision.wait_for(|r| *r >= revision),
-    )
-    .await;
-}
-
-/// Every instance (of `service`, or all) and the revision they were read at.
-pub(crate) async fn snapshot(
-    store: &AnyStore,
-    service: Option<&ServiceName>,
-) -> Result<(Revision, Vec<StoredInstance>)> {
-    let prefix = keys::instances_of(service.map(ServiceName::as_str));
-    let response = store.range(RangeRequest::prefix(prefix)).await?;
-    let instances = response
-        .kvs
-        .iter()
-        .filter_map(|kv| decode_instance(kv).ok())
-        .collect();
-    Ok((response.revision, instances))
+    }
 }

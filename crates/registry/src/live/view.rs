@@ -1,18 +1,18 @@
-//! The live view: every instance in memory, kept up to date from the store's watch (so a
-//! change made through any berth node shows here), indexed by service, with a per-service
-//! change index for blocking queries and shared snapshots: a snapshot is built when a reader
-//! first asks after a change, so a burst of writes to one large service costs one rebuild, not
-//! one per write.
+//! The live view: every instance in memory, kept up to date by the follower from the store's
+//! watch (so a change made through any berth node shows here), indexed by service, with a
+//! per-service change index and shared snapshots: a snapshot is built when a reader first asks
+//! after a change, so a burst of writes to one large service costs one rebuild, not one per
+//! write. Names that were only asked about (a blocking query on an unknown service) leave
+//! nothing behind.
 
-use crate::keys;
-use crate::live::records::{StoredInstance, decode_instance};
+use super::events::{InstanceEvent, InstanceEventKind};
+use crate::live::records::StoredInstance;
 use berth_domain::{Instance, InstanceId, ServiceName, Timestamp};
-use berth_store::{EventKind, KeyValue, LeaseId, Revision, WatchBatch};
+use berth_store::{LeaseId, Revision};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// One live instance as this node knows it.
 #[derive(Debug)]
@@ -65,13 +65,14 @@ pub struct ServiceSummary {
     pub index: Revision,
 }
 
+/// A service that has had instances (kept when its last one goes, so its index never goes
+/// back).
 struct ServiceState {
     name: ServiceName,
     instances: BTreeMap<InstanceId, Arc<LiveInstance>>,
     /// The instances as a shared list; `None` after a change until a reader rebuilds it.
     snapshot: Mutex<Option<Arc<[Arc<LiveInstance>]>>>,
     index: Revision,
-    changed: watch::Sender<Revision>,
     heartbeats: Arc<AtomicU64>,
 }
 
@@ -93,7 +94,6 @@ impl ServiceState {
             instances: BTreeMap::new(),
             snapshot: Mutex::new(None),
             index,
-            changed: watch::Sender::new(index),
             heartbeats: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -123,8 +123,8 @@ fn live_instance(
 }
 
 impl InstanceView {
-    /// Builds the view from a range of the instance prefix read at `revision`.
-    pub fn load(kvs: &[KeyValue], revision: Revision, now: Timestamp) -> Self {
+    /// Builds the view from instances read at `revision`.
+    pub fn load(stored: Vec<StoredInstance>, revision: Revision, now: Timestamp) -> Self {
         let view = InstanceView {
             services: RwLock::new(HashMap::new()),
             loaded_at: revision,
@@ -132,8 +132,8 @@ impl InstanceView {
         };
         {
             let mut services = view.write();
-            for kv in kvs {
-                view.upsert(&mut services, kv, now, revision);
+            for stored in stored {
+                view.upsert(&mut services, stored, now, revision);
             }
         }
         view
@@ -147,99 +147,98 @@ impl InstanceView {
         self.services.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Inserts or replaces the instance in `kv`; returns its service when it changed one.
+    /// Inserts or replaces an instance (one that has no lease is not live, and left out).
     fn upsert(
         &self,
         services: &mut HashMap<ServiceName, ServiceState>,
-        kv: &KeyValue,
+        mut stored: StoredInstance,
         now: Timestamp,
         index: Revision,
-    ) -> Option<ServiceName> {
-        let mut stored = match decode_instance(kv) {
-            Ok(stored) => stored,
-            Err(error) => {
-                tracing::warn!(%error, "skipping an instance record that does not decode");
-                return None;
-            }
-        };
+    ) {
         let service = stored.instance.spec.service().clone();
         let state = services
             .entry(service.clone())
-            .or_insert_with(|| ServiceState::new(service.clone(), index));
+            .or_insert_with(|| ServiceState::new(service, index));
         // One copy of the name for the whole service.
         stored.instance.spec.share_service_name(&state.name);
         let id = stored.instance.spec.id().clone();
-        let live = live_instance(stored, now, state.heartbeats.clone())?;
+        let Some(live) = live_instance(stored, now, state.heartbeats.clone()) else {
+            return;
+        };
         if state.instances.insert(id, Arc::new(live)).is_none() {
             self.count.fetch_add(1, Ordering::Relaxed);
         }
-        Some(service)
     }
 
-    /// Applies one revision from the watch, then wakes whoever waits on the changed services.
-    pub fn apply(&self, batch: &WatchBatch, now: Timestamp) {
+    fn remove(
+        &self,
+        services: &mut HashMap<ServiceName, ServiceState>,
+        service: &ServiceName,
+        id: &InstanceId,
+    ) -> bool {
+        if let Some(state) = services.get_mut(service)
+            && state.instances.remove(id).is_some()
+        {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// Applies one classified revision of the live prefix: its events, and the instances
+    /// whose new record does not decode (they leave the view).
+    pub fn apply(
+        &self,
+        revision: Revision,
+        events: &[InstanceEvent],
+        undecodable: &[(ServiceName, InstanceId)],
+        now: Timestamp,
+    ) {
+        if events.is_empty() && undecodable.is_empty() {
+            return;
+        }
         let mut changed: BTreeSet<ServiceName> = BTreeSet::new();
         {
             let mut services = self.write();
-            for event in &batch.events {
-                if keys::parse_instance_key(&event.kv.key).is_none() {
-                    continue; // deregistration markers
-                }
+            for event in events {
+                let spec = &event.instance.instance.spec;
                 match event.kind {
-                    EventKind::Put => {
-                        if let Some(service) =
-                            self.upsert(&mut services, &event.kv, now, batch.revision)
-                        {
-                            changed.insert(service);
+                    InstanceEventKind::Online | InstanceEventKind::Updated => {
+                        self.upsert(&mut services, event.instance.clone(), now, revision);
+                        changed.insert(spec.service().clone());
+                    }
+                    InstanceEventKind::Offline(_) => {
+                        if self.remove(&mut services, spec.service(), spec.id()) {
+                            changed.insert(spec.service().clone());
                         }
                     }
-                    EventKind::Delete => {
-                        let Some((service, id)) = keys::parse_instance_key(&event.kv.key) else {
-                            continue;
-                        };
-                        let (Ok(service), Ok(id)) = (
-                            ServiceName::parse("service", service),
-                            InstanceId::parse("id", id),
-                        ) else {
-                            continue;
-                        };
-                        if let Some(state) = services.get_mut(&service)
-                            && state.instances.remove(&id).is_some()
-                        {
-                            self.count.fetch_sub(1, Ordering::Relaxed);
-                            changed.insert(service);
-                        }
-                    }
+                }
+            }
+            for (service, id) in undecodable {
+                if self.remove(&mut services, service, id) {
+                    changed.insert(service.clone());
                 }
             }
             for service in &changed {
                 if let Some(state) = services.get_mut(service) {
                     state.invalidate_snapshot();
-                    state.index = batch.revision;
-                    state.changed.send_replace(batch.revision);
+                    state.index = revision;
                 }
             }
         }
         metrics::gauge!("berth_instances").set(self.instance_count() as f64);
     }
 
-    /// Replaces the whole view with a fresh range (after the watch fell behind compaction).
+    /// Replaces the whole view with a fresh read (after the watch fell behind compaction).
     /// Services whose instances differ get the new revision as their index.
-    pub fn reload(&self, kvs: &[KeyValue], revision: Revision, now: Timestamp) {
+    pub fn reload(&self, stored: Vec<StoredInstance>, revision: Revision, now: Timestamp) {
         let mut incoming: HashMap<ServiceName, BTreeMap<InstanceId, StoredInstance>> =
             HashMap::new();
-        for kv in kvs {
-            match decode_instance(kv) {
-                Ok(stored) => {
-                    incoming
-                        .entry(stored.instance.spec.service().clone())
-                        .or_default()
-                        .insert(stored.instance.spec.id().clone(), stored);
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "skipping an instance record that does not decode")
-                }
-            }
+        for stored in stored {
+            incoming
+                .entry(stored.instance.spec.service().clone())
+                .or_default()
+                .insert(stored.instance.spec.id().clone(), stored);
         }
         {
             let mut services = self.write();
@@ -271,9 +270,9 @@ impl InstanceView {
                     .fetch_add(state.instances.len(), Ordering::Relaxed);
                 state.invalidate_snapshot();
                 state.index = revision;
-                state.changed.send_replace(revision);
             }
         }
+        metrics::gauge!("berth_instances").set(self.instance_count() as f64);
     }
 
     pub fn instance(&self, service: &ServiceName, id: &InstanceId) -> Option<Arc<LiveInstance>> {
@@ -295,19 +294,6 @@ impl InstanceView {
                 heartbeat_epoch: 0,
             },
         }
-    }
-
-    /// A receiver that changes when `service` changes; created on demand so a blocking query
-    /// can wait on a service that has no instance yet.
-    pub fn subscribe_service(&self, service: &ServiceName) -> watch::Receiver<Revision> {
-        if let Some(state) = self.read().get(service) {
-            return state.changed.subscribe();
-        }
-        self.write()
-            .entry(service.clone())
-            .or_insert_with(|| ServiceState::new(service.clone(), self.loaded_at))
-            .changed
-            .subscribe()
     }
 
     pub fn summaries(&self) -> Vec<ServiceSummary> {
@@ -341,6 +327,11 @@ impl InstanceView {
             .filter(|live| keep(&live.instance))
             .cloned()
             .collect()
+    }
+
+    /// Every live instance, ordered by service then id.
+    pub fn all(&self) -> Vec<Arc<LiveInstance>> {
+        self.select(|_| true)
     }
 
     pub fn instance_count(&self) -> usize {
