@@ -11,6 +11,7 @@ mod metrics;
 pub mod native;
 mod ops;
 mod reply;
+pub mod server;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -355,13 +356,11 @@ pub fn build(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `state.shutdown` is cancelled, then stops accepting, lets requests in flight
-/// finish (event streams and long polls end at once) and returns.
-pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) -> std::io::Result<()> {
-    let shutdown = state.shutdown.clone();
-    // The peer address is lyft's `auto_ip` fallback.
-    let service = build(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+/// Serves until `state.shutdown` is cancelled (see [`server::serve`]).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    limits: server::Limits,
+) -> std::io::Result<()> {
+    server::serve(listener, state, limits).await
 }

@@ -16,11 +16,11 @@ use std::time::{Duration, SystemTime};
 const SERVER_CPU: &str = "0";
 const LOAD_CPU: &str = "1";
 
-struct Wrk {
-    requests_per_second: f64,
-    p50: Duration,
-    p99: Duration,
-    errors: u64,
+pub(crate) struct Wrk {
+    pub(crate) requests_per_second: f64,
+    pub(crate) p50: Duration,
+    pub(crate) p99: Duration,
+    pub(crate) errors: u64,
 }
 
 fn parse_latency(text: &str) -> Option<Duration> {
@@ -39,7 +39,12 @@ fn parse_latency(text: &str) -> Option<Duration> {
 
 /// Runs wrk (one thread, `connections` connections) on the load core and reads its figures,
 /// after a one-second warm-up run whose figures are dropped.
-fn wrk(url: &str, connections: usize, seconds: u64, script: Option<&Path>) -> anyhow::Result<Wrk> {
+pub(crate) fn wrk(
+    url: &str,
+    connections: usize,
+    seconds: u64,
+    script: Option<&Path>,
+) -> anyhow::Result<Wrk> {
     run_wrk(url, connections, 1, script)?;
     run_wrk(url, connections, seconds, script)
 }
@@ -96,7 +101,7 @@ fn run_wrk(
     })
 }
 
-fn start(berth: &Path, args: &[String], pinned: bool) -> anyhow::Result<BerthServer> {
+pub(crate) fn start(berth: &Path, args: &[String], pinned: bool) -> anyhow::Result<BerthServer> {
     let prefix: Vec<String> = if pinned {
         vec!["taskset".into(), "-c".into(), SERVER_CPU.into()]
     } else {
@@ -147,7 +152,7 @@ async fn register_many(
     Ok(())
 }
 
-fn write_script(dir: &Path, name: &str, body: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn write_script(dir: &Path, name: &str, body: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join(name);
     std::fs::write(&path, body)?;
     Ok(path)
@@ -362,7 +367,8 @@ async fn expiry(berth: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(berth: &Path, seconds: u64) -> anyhow::Result<()> {
+/// Fails with what to do when the berth binary or wrk is missing.
+pub(crate) fn check_tools(berth: &Path) -> anyhow::Result<()> {
     if !berth.is_file() {
         bail!(
             "{} does not exist: build it first with `cargo build --release`",
@@ -377,6 +383,11 @@ pub async fn run(berth: &Path, seconds: u64) -> anyhow::Result<()> {
     {
         bail!("wrk is not installed: run ./scripts/install-bench-deps");
     }
+    Ok(())
+}
+
+pub async fn run(berth: &Path, seconds: u64) -> anyhow::Result<()> {
+    check_tools(berth)?;
     throughput(berth, seconds).await?;
     memory(berth).await?;
     expiry(berth).await?;

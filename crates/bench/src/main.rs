@@ -7,6 +7,7 @@
 
 mod agent;
 mod catalog;
+mod feed;
 mod http;
 mod report;
 mod store;
@@ -41,6 +42,16 @@ enum Command {
         #[arg(long, default_value = "target/release/berth")]
         berth: PathBuf,
     },
+    /// The live feed and the legacy doors: lyft and bender against the native API, event
+    /// fan-out to 1,000 streams, memory per stream, etcd watchers
+    Feed {
+        /// The berth binary to run (build it with `cargo build --release`)
+        #[arg(long, default_value = "target/release/berth")]
+        berth: PathBuf,
+        /// Seconds per wrk run
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// The HTTP API with wrk, memory per instance, offline-event lateness
     Http {
         /// The berth binary to run (build it with `cargo build --release`)
@@ -57,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Store { seconds } => store::run(seconds).await,
         Command::Http { berth, seconds } => http::run(&berth, seconds).await,
+        Command::Feed { berth, seconds } => feed::run(&berth, seconds).await,
         Command::Catalog { berth } => catalog::run(&berth).await,
         Command::Agent { berth } => agent::run(&berth).await,
     }

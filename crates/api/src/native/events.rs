@@ -8,13 +8,18 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::Params;
 use crate::metrics::InFlight;
 use crate::native::instances::{InstanceDto, parse_service};
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use berth_domain::ServiceName;
 use berth_registry::{EventItem, EventSubscription, FeedBatch, InstanceEventKind, Revision};
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::Mutex;
 use std::time::Duration;
 
 #[derive(Serialize)]
@@ -33,9 +38,11 @@ struct ResetDto<'a> {
     instances: Vec<InstanceDto<'a>>,
 }
 
-/// Every event of a feed batch as SSE data (JSON), made once for every subscriber.
+/// The SSE frames of a feed batch, made once for every subscriber: each event's JSON, and
+/// the frame of every filter subscribers used (all events, or one service's).
 struct EncodedBatch {
     data: Vec<String>,
+    frames: Mutex<HashMap<Option<ServiceName>, Bytes>>,
 }
 
 fn encode(batch: &FeedBatch) -> EncodedBatch {
@@ -60,28 +67,44 @@ fn encode(batch: &FeedBatch) -> EncodedBatch {
                 serde_json::to_string(&dto).unwrap_or_default()
             })
             .collect(),
+        frames: Mutex::new(HashMap::new()),
     }
 }
 
-fn sse_events(item: EventItem) -> Vec<Event> {
+/// One SSE event: its type, its JSON (one line: serde_json writes no newline) and, on the
+/// last event of a revision, the revision as its id.
+fn frame(out: &mut String, kind: &str, data: &str, id: Option<Revision>) {
+    out.push_str("event: ");
+    out.push_str(kind);
+    out.push_str("\ndata: ");
+    out.push_str(data);
+    if let Some(id) = id {
+        out.push_str("\nid: ");
+        out.push_str(&id.0.to_string());
+    }
+    out.push_str("\n\n");
+}
+
+/// The bytes one subscriber sends for one item. A batch's bytes are shared by every
+/// subscriber with the same filter.
+fn frames(item: EventItem, filter: Option<&ServiceName>) -> Bytes {
     match item {
         EventItem::Batch(batch) => {
             let encoded = batch.batch.encoded(encode);
-            let last = batch.wanted.len().saturating_sub(1);
-            batch
-                .wanted
-                .iter()
-                .enumerate()
-                .map(|(position, &index)| {
-                    let kind = batch.batch.events[index].kind.name();
-                    let sse = Event::default().event(kind).data(&encoded.data[index]);
-                    if position == last {
-                        sse.id(batch.revision().0.to_string())
-                    } else {
-                        sse
+            let mut frames = encoded.frames.lock().unwrap_or_else(|e| e.into_inner());
+            frames
+                .entry(filter.cloned())
+                .or_insert_with(|| {
+                    let mut out = String::new();
+                    let last = batch.wanted.len().saturating_sub(1);
+                    for (position, &index) in batch.wanted.iter().enumerate() {
+                        let kind = batch.batch.events[index].kind.name();
+                        let id = (position == last).then(|| batch.revision());
+                        frame(&mut out, kind, &encoded.data[index], id);
                     }
+                    Bytes::from(out)
                 })
-                .collect()
+                .clone()
         }
         EventItem::Reset {
             revision,
@@ -95,28 +118,38 @@ fn sse_events(item: EventItem) -> Vec<Event> {
                     .map(|live| InstanceDto::without_liveness(&live.instance, live.revision_index))
                     .collect(),
             };
-            vec![
-                Event::default()
-                    .event("reset")
-                    .id(revision.0.to_string())
-                    .data(serde_json::to_string(&dto).unwrap_or_default()),
-            ]
+            let mut out = String::new();
+            let data = serde_json::to_string(&dto).unwrap_or_default();
+            frame(&mut out, "reset", &data, Some(revision));
+            Bytes::from(out)
         }
     }
 }
 
-fn into_stream(subscription: EventSubscription) -> impl Stream<Item = Vec<Event>> {
-    futures::stream::unfold(subscription, |mut subscription| async move {
-        let item = subscription.next().await?;
-        Some((sse_events(item), subscription))
-    })
+/// A comment line every `KEEP_ALIVE`, so proxies and clients see the stream is alive.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+fn into_stream(subscription: EventSubscription) -> impl Stream<Item = Bytes> {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    futures::stream::unfold(
+        (subscription, ticks),
+        |(mut subscription, mut ticks)| async move {
+            // Both are cancel-safe: an event is never lost to a tick.
+            let bytes = tokio::select! {
+                item = subscription.next() => frames(item?, subscription.service()),
+                _ = ticks.tick() => Bytes::from_static(b":\n\n"),
+            };
+            Some((bytes, (subscription, ticks)))
+        },
+    )
 }
 
 pub async fn events(
     State(state): State<ApiState>,
     headers: HeaderMap,
     params: Params,
-) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+) -> ApiResult<Response> {
     params.only(&["service", "after"])?;
     let service = params.one("service").map(parse_service).transpose()?;
     let after = match params.parsed::<i64>("after", "a revision number")? {
@@ -147,12 +180,21 @@ pub async fn events(
     let shutdown = state.shutdown.clone().cancelled_owned();
     let open = InFlight::new(metrics::gauge!("berth_http_event_streams"));
     let stream = into_stream(subscription)
-        .flat_map(futures::stream::iter)
-        .map(move |event| {
+        .map(move |bytes| {
             // Held by the stream: the gauge goes down when the client goes away.
             let _open = &open;
-            Ok(event)
+            Ok::<_, Infallible>(bytes)
         })
         .take_until(shutdown);
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }

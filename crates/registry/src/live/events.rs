@@ -142,6 +142,11 @@ impl EventSubscription {
         EventSubscription { feed, service }
     }
 
+    /// The service this subscription keeps (`None`: every service).
+    pub fn service(&self) -> Option<&ServiceName> {
+        self.service.as_ref()
+    }
+
     fn wants(&self, service: &ServiceName) -> bool {
         self.service.as_ref().is_none_or(|s| s == service)
     }
