@@ -109,9 +109,34 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, _state: &S) -> ApiResult<Self> {
+        require_json(request.headers())?;
         let bytes = read_body(request).await?;
         parse_json(&bytes).map(JsonBody)
     }
+}
+
+/// Whether a `Content-Type` says JSON (`application/json`, or a `+json` type).
+pub fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|t| t.trim().to_ascii_lowercase())
+        .is_some_and(|t| t == "application/json" || t.ends_with("+json"))
+}
+
+/// A JSON body must say so: a browser sends a cross-site `text/plain` or form body without
+/// asking first (no CORS preflight), and berth must not take it as JSON (415 otherwise).
+pub fn require_json(headers: &axum::http::HeaderMap) -> ApiResult<()> {
+    if is_json(headers) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "the request body must be JSON, sent with Content-Type: application/json",
+    )
+    .with_field("Content-Type"))
 }
 
 /// The query string's parameters, in order, repeatable.

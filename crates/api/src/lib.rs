@@ -2,6 +2,7 @@
 //! API and the compatibility APIs. Every route is registered through one table, so the set of
 //! routes the server has can be listed (the OpenAPI test compares it with the document).
 
+pub mod auth;
 mod cache;
 pub mod compat;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod native;
 mod ops;
 mod reply;
 pub mod server;
+pub mod tls;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -22,6 +24,7 @@ use berth_registry::Registry;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+pub use auth::{Access, BrowserGuard, ClientCertificate};
 pub use extract::BODY_LIMIT;
 
 /// Renders the Prometheus text exposition.
@@ -38,6 +41,7 @@ pub struct SharedState {
     pub metrics: Option<MetricsRenderer>,
     pub version: &'static str,
     pub compat: compat::CompatConfig,
+    pub browsers: Arc<BrowserGuard>,
     cache: cache::ResponseCache,
 }
 
@@ -56,6 +60,7 @@ impl ApiState {
         metrics: Option<MetricsRenderer>,
         version: &'static str,
         compat: compat::CompatConfig,
+        browsers: BrowserGuard,
     ) -> Self {
         ApiState(Arc::new(SharedState {
             registry,
@@ -63,6 +68,7 @@ impl ApiState {
             metrics,
             version,
             compat,
+            browsers: Arc::new(browsers),
             cache: cache::ResponseCache::default(),
         }))
     }
@@ -112,6 +118,8 @@ pub struct RouteInfo {
     pub surface: Surface,
     pub method: Method,
     pub path: &'static str,
+    /// What the route does, for the auth check.
+    pub access: Access,
 }
 
 pub(crate) struct Routes {
@@ -125,6 +133,7 @@ impl Routes {
         surface: Surface,
         method: Method,
         path: &'static str,
+        access: Access,
         handler: H,
     ) -> Self
     where
@@ -137,6 +146,7 @@ impl Routes {
             surface,
             method,
             path,
+            access,
         });
         self
     }
@@ -144,183 +154,304 @@ impl Routes {
 
 /// Every route the server has, each registered once.
 fn routes() -> Routes {
+    use Access::*;
     use Surface::{Native, Operations};
     use berth_domain::catalog::{Backend, Frontend};
-    use native::{apps, events, instances, kinds, routing, transfer};
+    use native::{apps, events, instances, kinds, routing, tokens, transfer};
     Routes {
         router: Router::new(),
         table: Vec::new(),
     }
-    .add(Operations, Method::GET, "/health", ops::health)
-    .add(Operations, Method::GET, "/metrics", ops::metrics)
-    .add(Native, Method::GET, "/v1/openapi.json", ops::openapi)
+    .add(Operations, Method::GET, "/health", Open, ops::health)
+    .add(Operations, Method::GET, "/metrics", Open, ops::metrics)
+    .add(Native, Method::GET, "/v1/openapi.json", Open, ops::openapi)
     .add(
         Native,
         Method::GET,
         "/v1/services",
+        ReadAll,
         instances::list_services,
     )
     .add(
         Native,
         Method::GET,
         "/v1/services/{service}/instances",
+        ReadService("service"),
         instances::list_instances,
     )
     .add(
         Native,
         Method::POST,
         "/v1/services/{service}/instances",
+        WriteService("service"),
         instances::post_instance,
     )
     .add(
         Native,
         Method::GET,
         "/v1/services/{service}/instances/{id}",
+        ReadService("service"),
         instances::get_instance,
     )
     .add(
         Native,
         Method::PUT,
         "/v1/services/{service}/instances/{id}",
+        WriteService("service"),
         instances::put_instance,
     )
     .add(
         Native,
         Method::DELETE,
         "/v1/services/{service}/instances/{id}",
+        WriteService("service"),
         instances::delete_instance,
     )
     .add(
         Native,
         Method::PUT,
         "/v1/services/{service}/instances/{id}/heartbeat",
+        WriteService("service"),
         instances::heartbeat,
     )
     .add(
         Native,
         Method::GET,
         "/v1/instances",
+        ReadAll,
         instances::find_instances,
     )
-    .add(Native, Method::GET, "/v1/events", events::events)
-    .add(Native, Method::GET, "/v1/kinds", kinds::list_kinds)
-    .add(Native, Method::POST, "/v1/kinds", kinds::create_kind)
-    .add(Native, Method::GET, "/v1/kinds/{kind}", kinds::get_kind)
-    .add(Native, Method::PUT, "/v1/kinds/{kind}", kinds::put_kind)
+    .add(
+        Native,
+        Method::GET,
+        "/v1/events",
+        ReadServiceInQuery("service"),
+        events::events,
+    )
+    .add(Native, Method::GET, "/v1/tokens", Admin, tokens::list)
+    .add(Native, Method::POST, "/v1/tokens", Admin, tokens::create)
+    .add(
+        Native,
+        Method::GET,
+        "/v1/tokens/self",
+        AnyToken,
+        tokens::whoami,
+    )
+    .add(
+        Native,
+        Method::DELETE,
+        "/v1/tokens/{id}",
+        Admin,
+        tokens::revoke,
+    )
+    .add(
+        Native,
+        Method::GET,
+        "/v1/kinds",
+        CatalogRead,
+        kinds::list_kinds,
+    )
+    .add(
+        Native,
+        Method::POST,
+        "/v1/kinds",
+        CatalogWrite,
+        kinds::create_kind,
+    )
+    .add(
+        Native,
+        Method::GET,
+        "/v1/kinds/{kind}",
+        CatalogRead,
+        kinds::get_kind,
+    )
+    .add(
+        Native,
+        Method::PUT,
+        "/v1/kinds/{kind}",
+        CatalogWrite,
+        kinds::put_kind,
+    )
     .add(
         Native,
         Method::DELETE,
         "/v1/kinds/{kind}",
+        CatalogWrite,
         kinds::delete_kind,
     )
     .add(
         Native,
         Method::GET,
         "/v1/kinds/{kind}/history",
+        CatalogRead,
         kinds::kind_history,
     )
-    .add(Native, Method::GET, "/v1/apps", apps::list_apps)
-    .add(Native, Method::POST, "/v1/apps", apps::create_app)
-    .add(Native, Method::GET, "/v1/apps/{id}", apps::get_app)
-    .add(Native, Method::DELETE, "/v1/apps/{id}", apps::delete_app)
+    .add(
+        Native,
+        Method::GET,
+        "/v1/apps",
+        CatalogRead,
+        apps::list_apps,
+    )
+    .add(
+        Native,
+        Method::POST,
+        "/v1/apps",
+        CatalogWrite,
+        apps::create_app,
+    )
+    .add(
+        Native,
+        Method::GET,
+        "/v1/apps/{id}",
+        CatalogRead,
+        apps::get_app,
+    )
+    .add(
+        Native,
+        Method::DELETE,
+        "/v1/apps/{id}",
+        CatalogWrite,
+        apps::delete_app,
+    )
     .add(
         Native,
         Method::PUT,
         "/v1/apps/{id}/ports/{kind}",
+        CatalogWrite,
         apps::put_port,
     )
     .add(
         Native,
         Method::DELETE,
         "/v1/apps/{id}/ports/{kind}",
+        CatalogWrite,
         apps::delete_port,
     )
     .add(
         Native,
         Method::GET,
         "/v1/apps/{id}/dependencies",
+        CatalogRead,
         apps::get_dependencies,
     )
     .add(
         Native,
         Method::PUT,
         "/v1/apps/{id}/dependencies",
+        CatalogWrite,
         apps::put_dependencies,
     )
     .add(
         Native,
         Method::PUT,
         "/v1/apps/{id}/dependencies/{dependency}",
+        CatalogWrite,
         apps::put_dependency,
     )
     .add(
         Native,
         Method::DELETE,
         "/v1/apps/{id}/dependencies/{dependency}",
+        CatalogWrite,
         apps::delete_dependency,
     )
     .add(
         Native,
         Method::GET,
         "/v1/apps/{id}/start-order",
+        CatalogRead,
         apps::app_start_order,
     )
     .add(
         Native,
         Method::GET,
         "/v1/apps/{id}/history",
+        CatalogRead,
         apps::app_history,
     )
-    .add(Native, Method::GET, "/v1/apps/{id}/env", apps::app_env)
-    .add(Native, Method::GET, "/v1/start-order", apps::start_order)
-    .add(Native, Method::GET, "/v1/catalog", transfer::export)
-    .add(Native, Method::POST, "/v1/catalog/import", transfer::import)
+    .add(
+        Native,
+        Method::GET,
+        "/v1/apps/{id}/env",
+        CatalogRead,
+        apps::app_env,
+    )
+    .add(
+        Native,
+        Method::GET,
+        "/v1/start-order",
+        CatalogRead,
+        apps::start_order,
+    )
+    .add(
+        Native,
+        Method::GET,
+        "/v1/catalog",
+        CatalogRead,
+        transfer::export,
+    )
+    .add(
+        Native,
+        Method::POST,
+        "/v1/catalog/import",
+        CatalogWrite,
+        transfer::import,
+    )
     .add(
         Native,
         Method::GET,
         "/v1/backends",
+        CatalogRead,
         routing::list::<Backend>,
     )
     .add(
         Native,
         Method::POST,
         "/v1/backends",
+        CatalogWrite,
         routing::create::<Backend>,
     )
     .add(
         Native,
         Method::GET,
         "/v1/backends/{name}",
+        CatalogRead,
         routing::get::<Backend>,
     )
     .add(
         Native,
         Method::DELETE,
         "/v1/backends/{name}",
+        CatalogWrite,
         routing::delete::<Backend>,
     )
     .add(
         Native,
         Method::GET,
         "/v1/frontends",
+        CatalogRead,
         routing::list::<Frontend>,
     )
     .add(
         Native,
         Method::POST,
         "/v1/frontends",
+        CatalogWrite,
         routing::create::<Frontend>,
     )
     .add(
         Native,
         Method::GET,
         "/v1/frontends/{name}",
+        CatalogRead,
         routing::get::<Frontend>,
     )
     .add(
         Native,
         Method::DELETE,
         "/v1/frontends/{name}",
+        CatalogWrite,
         routing::delete::<Frontend>,
     )
     .pipe(compat::lyft::routes)
@@ -344,10 +475,24 @@ pub fn route_table() -> Vec<RouteInfo> {
 pub fn build(state: ApiState) -> Router {
     let routes = routes();
     let metrics = Arc::new(metrics::RequestMetrics::new(&routes.table));
+    let access = Arc::new(auth::AccessTable::new(&routes.table));
+    let browsers = state.browsers.clone();
     routes
         .router
+        .route_layer(axum::middleware::from_fn_with_state(
+            (state.clone(), access),
+            auth::check,
+        ))
         .fallback(compat::not_found)
         .layer(axum::middleware::from_fn(compat::method_not_allowed))
+        .layer(axum::middleware::from_fn_with_state(
+            browsers.clone(),
+            auth::cors,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            browsers,
+            auth::guard_host,
+        ))
         .layer(axum::middleware::from_fn(move |request, next| {
             let metrics = metrics.clone();
             async move { metrics.record(request, next).await }
@@ -361,6 +506,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
     limits: server::Limits,
+    tls: Option<tls::TlsSettings>,
 ) -> std::io::Result<()> {
-    server::serve(listener, state, limits).await
+    server::serve(listener, state, limits, tls).await
 }

@@ -8,14 +8,18 @@
 //! HTTP/2's state.
 
 use crate::ApiState;
+use crate::auth::ClientCertificate;
+use crate::tls::TlsSettings;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
@@ -52,7 +56,12 @@ content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent
 /// Serves until `state.shutdown` is cancelled, then stops accepting, asks every connection to
 /// finish its requests in flight (event streams and long polls end at once) and returns when
 /// they have.
-pub async fn serve(listener: TcpListener, state: ApiState, limits: Limits) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    limits: Limits,
+    tls: Option<TlsSettings>,
+) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
     let router = crate::build(state);
     let connections = Arc::new(Semaphore::new(limits.max_connections));
@@ -78,18 +87,16 @@ pub async fn serve(listener: TcpListener, state: ApiState, limits: Limits) -> st
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = router.clone().map_request(
-            move |mut request: hyper::Request<hyper::body::Incoming>| {
-                // The peer address is lyft's `auto_ip` fallback.
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request
-            },
-        );
+        let router = router.clone();
         let shutdown = shutdown.clone();
         let open = open.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
             open.increment(1.0);
-            connection(stream, TowerToHyperService::new(service), limits, shutdown).await;
+            match tls {
+                None => plain(stream, peer, router, limits, shutdown).await,
+                Some(tls) => secure(stream, peer, router, &tls, limits, shutdown).await,
+            }
             open.decrement(1.0);
             drop(permit);
         });
@@ -105,22 +112,38 @@ async fn refuse(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
 }
 
-/// One connection: HTTP/2 when it opens with the HTTP/2 preface, HTTP/1.1 otherwise.
-async fn connection<S>(
+/// The router for one connection: every request carries the peer's address (lyft's `auto_ip`
+/// fallback) and, over mutual TLS, the client certificate's subject.
+fn connection_service(
+    router: axum::Router,
+    peer: SocketAddr,
+    certificate: Option<ClientCertificate>,
+) -> TowerToHyperService<
+    tower::util::MapRequest<
+        axum::Router,
+        impl FnMut(hyper::Request<hyper::body::Incoming>) -> hyper::Request<hyper::body::Incoming>
+        + Clone,
+    >,
+> {
+    TowerToHyperService::new(router.map_request(
+        move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            if let Some(certificate) = &certificate {
+                request.extensions_mut().insert(certificate.clone());
+            }
+            request
+        },
+    ))
+}
+
+/// A plain connection: HTTP/2 when it opens with the HTTP/2 preface, HTTP/1.1 otherwise.
+async fn plain(
     stream: TcpStream,
-    service: S,
+    peer: SocketAddr,
+    router: axum::Router,
     limits: Limits,
-    shutdown: tokio_util::sync::CancellationToken,
-) where
-    S: hyper::service::Service<
-            hyper::Request<hyper::body::Incoming>,
-            Response = axum::response::Response,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+    shutdown: CancellationToken,
+) {
     let mut first = [0u8; H2_PREFACE.len()];
     let peeked = tokio::time::timeout(limits.header_read_timeout, async {
         // A client may send its first bytes in pieces: wait until there are enough to tell.
@@ -139,8 +162,64 @@ async fn connection<S>(
     let Ok(Some(peeked)) = peeked else {
         return; // nothing, or not in time: close it
     };
+    let http2 = first[..peeked] == *H2_PREFACE;
+    let service = connection_service(router, peer, None);
+    run_connection(stream, http2, service, limits, shutdown).await;
+}
+
+/// A TLS connection: the handshake (within the header read timeout), then HTTP/2 when ALPN
+/// chose it, HTTP/1.1 otherwise.
+async fn secure(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: axum::Router,
+    tls: &TlsSettings,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
+    let handshake = tokio::time::timeout(limits.header_read_timeout, tls.acceptor().accept(stream));
+    let stream = match handshake.await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            metrics::counter!("berth_http_tls_handshake_failures_total").increment(1);
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let (_, session) = stream.get_ref();
+    let http2 = session.alpn_protocol() == Some(b"h2");
+    let certificate = session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(crate::tls::subject_name)
+        .map(|subject| ClientCertificate {
+            subject: subject.into(),
+        });
+    let service = connection_service(router, peer, certificate);
+    run_connection(stream, http2, service, limits, shutdown).await;
+}
+
+/// Serves one connection's requests until it closes, or until shutdown asks it to finish.
+async fn run_connection<I, S>(
+    stream: I,
+    http2: bool,
+    service: S,
+    limits: Limits,
+    shutdown: CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let io = TokioIo::new(stream);
-    if first[..peeked] == *H2_PREFACE {
+    if http2 {
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())

@@ -48,7 +48,7 @@ async fn doors(berth: &Path, seconds: u64) -> anyhow::Result<()> {
         "doors: {HOSTS} hosts in {SERVICES} services, the same data through each door \
          (berth on core 0, wrk -c{CONNECTIONS} on core 1)"
     ));
-    let http = reqwest::Client::new();
+    let http = http_client();
     futures::stream::iter(0..HOSTS)
         .map(|i| {
             let http = http.clone();
@@ -349,4 +349,10 @@ pub async fn run(berth: &Path, seconds: u64) -> anyhow::Result<()> {
     fan_out(berth).await?;
     watchers_on_etcd(berth).await?;
     Ok(())
+}
+
+/// An HTTP client for raw requests (reqwest needs the process's TLS provider installed).
+fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }

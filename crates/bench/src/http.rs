@@ -124,7 +124,7 @@ fn registration(id: String, address: String, port: u16, ttl_ms: u64) -> Registra
 }
 
 /// Registers `count` instances named `n{i}` in services `svc-{i % services}`, 64 at a time.
-async fn register_many(
+pub(crate) async fn register_many(
     client: &Client,
     count: usize,
     services: usize,

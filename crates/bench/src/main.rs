@@ -6,6 +6,7 @@
 )]
 
 mod agent;
+mod auth;
 mod catalog;
 mod feed;
 mod http;
@@ -52,6 +53,15 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// What auth costs: heartbeats/s and queries/s with auth off and on, side by side
+    Auth {
+        /// The berth binary to run (build it with `cargo build --release`)
+        #[arg(long, default_value = "target/release/berth")]
+        berth: PathBuf,
+        /// Seconds per wrk run
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// The HTTP API with wrk, memory per instance, offline-event lateness
     Http {
         /// The berth binary to run (build it with `cargo build --release`)
@@ -69,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Store { seconds } => store::run(seconds).await,
         Command::Http { berth, seconds } => http::run(&berth, seconds).await,
         Command::Feed { berth, seconds } => feed::run(&berth, seconds).await,
+        Command::Auth { berth, seconds } => auth::run(&berth, seconds).await,
         Command::Catalog { berth } => catalog::run(&berth).await,
         Command::Agent { berth } => agent::run(&berth).await,
     }

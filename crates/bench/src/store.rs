@@ -148,7 +148,7 @@ pub async fn run(seconds: u64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let embedded = Arc::new(EmbeddedStore::open(EmbeddedOptions::new(dir.path())).await?);
     let etcd_server = berth_testkit::EtcdServer::start();
-    let etcd = Arc::new(EtcdStore::connect(&[etcd_server.endpoint()]).await?);
+    let etcd = Arc::new(EtcdStore::connect(&[etcd_server.endpoint()], &Default::default()).await?);
 
     heading(
         "store: durable puts of 300-byte values (embedded vs etcd 3.4, same machine, same run)",

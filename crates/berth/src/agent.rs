@@ -1,15 +1,17 @@
 //! `berth agent`: the Docker registrar's command line, metrics endpoint and signals, around
 //! `berth_agent::run`.
 
+use crate::cli::ConnectionArgs;
 use crate::config::LogFormat;
 use crate::serve::{install_metrics, spawn_signal_handler};
 use anyhow::{Context, bail};
 use berth_agent::targets::{BerthTarget, Target};
 #[cfg(feature = "etcd")]
-use berth_agent::targets::{EtcdLayout, EtcdTarget};
+use berth_agent::targets::{EtcdConnectOptions, EtcdLayout, EtcdTarget};
 use berth_agent::{AgentConfig, Mode, Placement};
 use clap::{Args, ValueEnum};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -83,12 +85,53 @@ pub struct AgentArgs {
     /// service:PORT, service:HOST_PORT, service:HOSTNAME or service:<document field>)
     #[arg(long, env = "BERTH_AGENT_ETCD_PATH", default_value = berth_agent::targets::DEFAULT_PATH)]
     pub etcd_path: String,
+    /// berth target: the token, and TLS (https:// or berths:// targets)
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
     /// Log format
     #[arg(long, value_enum, env = "BERTH_LOG_FORMAT", default_value_t)]
     pub log_format: LogFormat,
     /// Log filter (error, warn, info, debug, or a tracing filter)
     #[arg(long, env = "BERTH_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+}
+
+/// How the agent reaches an etcd with TLS or authentication on (the same settings as
+/// `berth serve`'s).
+#[derive(Args, Debug, Default)]
+pub struct EtcdArgs {
+    /// etcd target over TLS: the authorities (PEM) that signed etcd's certificate
+    #[arg(long, env = "BERTH_ETCD_CA_FILE", value_name = "FILE")]
+    pub etcd_ca_file: Option<PathBuf>,
+    /// etcd target: a client certificate (PEM), for an etcd with --client-cert-auth
+    #[arg(
+        long,
+        env = "BERTH_ETCD_CERT_FILE",
+        value_name = "FILE",
+        requires = "etcd_key_file"
+    )]
+    pub etcd_cert_file: Option<PathBuf>,
+    /// etcd target: the private key (PEM) of --etcd-cert-file
+    #[arg(
+        long,
+        env = "BERTH_ETCD_KEY_FILE",
+        value_name = "FILE",
+        requires = "etcd_cert_file"
+    )]
+    pub etcd_key_file: Option<PathBuf>,
+    /// etcd target: a user, for an etcd with authentication enabled
+    #[arg(long, env = "BERTH_ETCD_USER", requires = "etcd_password_file")]
+    pub etcd_user: Option<String>,
+    /// etcd target: a file holding the user's password
+    #[arg(
+        long,
+        env = "BERTH_ETCD_PASSWORD_FILE",
+        value_name = "FILE",
+        requires = "etcd_user"
+    )]
+    pub etcd_password_file: Option<PathBuf>,
 }
 
 /// The host's primary address: the one its default route leaves from (no packet is sent).
@@ -155,12 +198,21 @@ fn hosts(url: &str) -> Vec<String> {
         .collect()
 }
 
-/// The berth servers' base URLs, in failover order.
+/// The berth servers' base URLs, in failover order: `berths://` and `https://` targets are
+/// reached over TLS.
 fn berth_bases(targets: &[String]) -> Vec<String> {
     targets
         .iter()
-        .flat_map(|t| hosts(t))
-        .map(|host| format!("http://{host}"))
+        .flat_map(|target| {
+            let scheme = if target.starts_with("berths://") || target.starts_with("https://") {
+                "https"
+            } else {
+                "http"
+            };
+            hosts(target)
+                .into_iter()
+                .map(move |host| format!("{scheme}://{host}"))
+        })
         .collect()
 }
 
@@ -186,21 +238,44 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         (Mode::Prune, false) => berth_domain::MAX_TTL,
         _ => args.ttl,
     };
+    let client_options = args.connection.options()?;
+    #[cfg(feature = "etcd")]
+    let etcd_security = crate::config::etcd_security(
+        args.etcd.etcd_ca_file.as_deref(),
+        args.etcd.etcd_cert_file.as_deref(),
+        args.etcd.etcd_key_file.as_deref(),
+        args.etcd.etcd_user.as_deref(),
+        args.etcd.etcd_password_file.as_deref(),
+    )?;
     #[cfg(feature = "etcd")]
     let target = if is_etcd {
         let layout = EtcdLayout::new(&args.etcd_prefix, &args.etcd_path)
             .map_err(|e| anyhow::anyhow!("--etcd-path: {e}"))?;
         let lease = (mode == Mode::Ttl).then_some(args.ttl);
         Target::Etcd(Box::new(
-            EtcdTarget::connect(&hosts(&args.targets[0]), layout, &host_id, lease)
-                .await
-                .context("cannot use the etcd target")?,
+            EtcdTarget::connect(
+                &hosts(&args.targets[0]),
+                layout,
+                &host_id,
+                lease,
+                Some(etcd_security.apply(EtcdConnectOptions::new())),
+            )
+            .await
+            .context("cannot use the etcd target")?,
         ))
     } else {
-        Target::Berth(BerthTarget::new(&berth_bases(&args.targets), &host_id)?)
+        Target::Berth(BerthTarget::new(
+            &berth_bases(&args.targets),
+            &host_id,
+            &client_options,
+        )?)
     };
     #[cfg(not(feature = "etcd"))]
-    let target = Target::Berth(BerthTarget::new(&berth_bases(&args.targets), &host_id)?);
+    let target = Target::Berth(BerthTarget::new(
+        &berth_bases(&args.targets),
+        &host_id,
+        &client_options,
+    )?);
     let docker = berth_agent::connect_docker(&args.docker).await?;
     if let Some(address) = args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(address)

@@ -3,17 +3,18 @@
 //! `--json`, the API's JSON.
 
 use anyhow::Context;
-use berth_client::{Client, ClientError, Registration};
+use berth_client::{Client, ClientError, ClientOptions, Registration};
 use clap::Args;
 use futures::StreamExt;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Where the server is and how to print.
 #[derive(Args, Debug, Clone)]
 pub struct ClientArgs {
-    /// berth's address
+    /// berth's address (https:// with TLS; see --ca-file)
     #[arg(
         long,
         env = "BERTH_ADDR",
@@ -24,11 +25,91 @@ pub struct ClientArgs {
     /// Print JSON instead of tables
     #[arg(long, global = true)]
     pub json: bool,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// How a client (a command or the agent) proves who it is and checks whom it talks to.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ConnectionArgs {
+    /// A file holding the token to send (its secret)
+    #[arg(long, env = "BERTH_TOKEN_FILE", value_name = "FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// The token to send (prefer --token-file: a variable can leak into logs and ps output)
+    #[arg(
+        long = "token",
+        env = "BERTH_TOKEN",
+        value_name = "SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    pub token: Option<String>,
+    /// https: the PEM certificates of the authorities to trust instead of the system's
+    #[arg(long, env = "BERTH_CA_FILE", value_name = "FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
+    /// https with a server that asks for client certificates: this certificate (PEM)
+    #[arg(
+        long,
+        env = "BERTH_CLIENT_CERT_FILE",
+        value_name = "FILE",
+        requires = "key_file",
+        global = true
+    )]
+    pub cert_file: Option<PathBuf>,
+    /// The private key (PEM) of --cert-file
+    #[arg(
+        long,
+        env = "BERTH_CLIENT_KEY_FILE",
+        value_name = "FILE",
+        requires = "cert_file",
+        global = true
+    )]
+    pub key_file: Option<PathBuf>,
+}
+
+fn read_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read the {what} {}", path.display()))
+}
+
+impl ConnectionArgs {
+    /// The token, TLS trust and client certificate, read from their files.
+    pub fn options(&self) -> anyhow::Result<ClientOptions> {
+        let token = match &self.token_file {
+            Some(path) => {
+                let text = String::from_utf8(read_file(path, "token file")?)
+                    .with_context(|| format!("the token file {} is not text", path.display()))?;
+                Some(text.trim().to_string())
+            }
+            None => self.token.clone(),
+        };
+        let ca_pem = self
+            .ca_file
+            .as_deref()
+            .map(|path| read_file(path, "CA file"))
+            .transpose()?;
+        let identity_pem = match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => {
+                let mut pem = read_file(cert, "client certificate")?;
+                pem.push(b'\n');
+                pem.extend(read_file(key, "client key")?);
+                Some(pem)
+            }
+            _ => None,
+        };
+        Ok(ClientOptions {
+            token,
+            ca_pem,
+            identity_pem,
+        })
+    }
 }
 
 impl ClientArgs {
     pub fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::new(&self.server)?)
+        Ok(Client::with_options(
+            &self.server,
+            &self.connection.options()?,
+        )?)
     }
 }
 

@@ -3,14 +3,18 @@
 
 use crate::settings::{ServeArgs, Values};
 use anyhow::bail;
+use berth_api::BrowserGuard;
 use berth_api::compat::{CompatConfig, bender, lyft};
+use berth_api::tls::TlsFiles;
+use berth_domain::auth::{Grant, Grants};
 use berth_domain::catalog::allocator::PortRange;
-use berth_store::StoreLocation;
+use berth_registry::auth::{Anonymous, AuthConfig};
+use berth_store::{EtcdSecurity, StoreLocation};
 use clap::ValueEnum;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, ValueEnum)]
@@ -36,6 +40,59 @@ pub struct ServeConfig {
     pub compat: CompatConfig,
     /// lyft's CACHE_TTL was given: worth a note in the log.
     pub lyft_cache_ttl_given: bool,
+    pub auth: AuthConfig,
+    /// The first administrator's token secret, read from the bootstrap file.
+    pub bootstrap_token: Option<String>,
+    pub browsers: BrowserGuard,
+    /// HTTPS on the listener, when configured.
+    pub tls: Option<TlsFiles>,
+    /// TLS and credentials for etcd.
+    pub etcd: EtcdSecurity,
+}
+
+/// Reads a file a setting names, with the setting in the error.
+fn read_named(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|error| anyhow::anyhow!("{what}: cannot read {}: {error}", path.display()))
+}
+
+/// berth's (or the agent's) way into a secured etcd, from the files the settings name.
+pub fn etcd_security(
+    ca_file: Option<&Path>,
+    cert_file: Option<&Path>,
+    key_file: Option<&Path>,
+    user: Option<&str>,
+    password_file: Option<&Path>,
+) -> anyhow::Result<EtcdSecurity> {
+    let identity_pem = match (cert_file, key_file) {
+        (Some(cert), Some(key)) => Some((
+            read_named(cert, "etcd.cert_file")?,
+            read_named(key, "etcd.key_file")?,
+        )),
+        (None, None) => None,
+        _ => bail!("etcd.cert_file and etcd.key_file go together: give both or neither"),
+    };
+    let user = match (user, password_file) {
+        (Some(user), Some(file)) => {
+            let password =
+                String::from_utf8(read_named(file, "etcd.password_file")?).map_err(|_| {
+                    anyhow::anyhow!("etcd.password_file: {} is not text", file.display())
+                })?;
+            Some((
+                user.to_string(),
+                password.trim_end_matches(['\r', '\n']).to_string(),
+            ))
+        }
+        (None, None) => None,
+        _ => bail!("etcd.user and etcd.password_file go together: give both or neither"),
+    };
+    Ok(EtcdSecurity {
+        ca_pem: ca_file
+            .map(|path| read_named(path, "etcd.ca_file"))
+            .transpose()?,
+        identity_pem,
+        user,
+    })
 }
 
 fn duration(values: &Values, key: &str) -> anyhow::Result<Duration> {
@@ -54,7 +111,6 @@ pub fn resolve(args: &ServeArgs, env: &BTreeMap<String, String>) -> anyhow::Resu
     let values = Values::resolve(args, env)?;
     let listen_given = values.required("listen");
     let listen = listen_given.text.clone();
-    listen_given.parse::<SocketAddr>("an address such as 127.0.0.1:7420")?;
     let store_given = values.required("store");
     let store = store_given
         .text
@@ -131,6 +187,89 @@ pub fn resolve(args: &ServeArgs, env: &BTreeMap<String, String>) -> anyhow::Resu
             bender_given.source
         );
     }
+    let auth_enabled = values.required("auth.enabled").switch()?;
+    let anonymous_given = values.required("auth.anonymous");
+    let anonymous = match anonymous_given.text.trim() {
+        "none" => Anonymous::None,
+        "read" => Anonymous::Read,
+        other => bail!("{}: `{other}` is not none or read", anonymous_given.source),
+    };
+    let bootstrap_token = match values.get("auth.bootstrap_token_file") {
+        Some(given) => {
+            let text = std::fs::read_to_string(given.text.trim()).map_err(|error| {
+                anyhow::anyhow!(
+                    "{}: cannot read the bootstrap token file {}: {error}",
+                    given.source,
+                    given.text
+                )
+            })?;
+            Some(text.trim().to_string())
+        }
+        None => None,
+    };
+    let listen_ip = listen_given
+        .parse::<SocketAddr>("an address such as 127.0.0.1:7420")?
+        .ip();
+    let path = |key: &str| {
+        values
+            .get(key)
+            .map(|given| PathBuf::from(given.text.trim()))
+    };
+    let tls = match (path("tls.cert_file"), path("tls.key_file")) {
+        (Some(cert_file), Some(key_file)) => Some(TlsFiles {
+            cert_file,
+            key_file,
+            client_ca_file: path("tls.client_ca_file"),
+        }),
+        (None, None) if values.get("tls.client_ca_file").is_none() => None,
+        _ => bail!(
+            "tls: give both tls.cert_file and tls.key_file (and tls.client_ca_file only with them)"
+        ),
+    };
+    let mutual_tls = tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
+    let allow_unauthenticated = values.required("http.allow_unauthenticated").switch()?;
+    if !auth_enabled && !mutual_tls && !listen_ip.is_loopback() && !allow_unauthenticated {
+        bail!(
+            "listen: {listen} is reachable from the network, and auth is off: anyone who reaches \
+             it could register, deregister and change everything. Turn auth on (--auth with \
+             --bootstrap-token-file FILE, see docs/security.md), require client certificates \
+             (--tls-client-ca-file), or accept the risk with --allow-unauthenticated"
+        );
+    }
+    let certificate_grants = match values.get("tls.client_cert_grants") {
+        Some(given) => {
+            if !mutual_tls {
+                bail!(
+                    "{}: client certificate grants need tls.client_ca_file",
+                    given.source
+                );
+            }
+            Grants::new(
+                given
+                    .list()
+                    .iter()
+                    .map(|text| {
+                        Grant::parse("grant", text)
+                            .map_err(|e| anyhow::anyhow!("{}: {e}", given.source))
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+            )
+        }
+        None => Grants::default(),
+    };
+    let etcd = etcd_security(
+        path("etcd.ca_file").as_deref(),
+        path("etcd.cert_file").as_deref(),
+        path("etcd.key_file").as_deref(),
+        values.get("etcd.user").map(|given| given.text.trim()),
+        path("etcd.password_file").as_deref(),
+    )?;
+    let list = |key: &str| {
+        values
+            .get(key)
+            .map(|given| given.list())
+            .unwrap_or_default()
+    };
     let log_format = values.required("log_format");
     Ok(ServeConfig {
         listen,
@@ -158,6 +297,19 @@ pub fn resolve(args: &ServeArgs, env: &BTreeMap<String, String>) -> anyhow::Resu
             },
         },
         lyft_cache_ttl_given: values.is_given("compat.lyft.cache_ttl"),
+        auth: AuthConfig {
+            enabled: auth_enabled,
+            anonymous,
+            certificate_grants,
+        },
+        bootstrap_token,
+        browsers: BrowserGuard {
+            allowed_hosts: list("http.allowed_hosts"),
+            loopback_only: listen_ip.is_loopback(),
+            cors_allowed_origins: list("http.cors_allowed_origins"),
+        },
+        tls,
+        etcd,
     })
 }
 
@@ -262,6 +414,41 @@ mod tests {
         assert!(error.contains("500 ms"), "{error}");
         let error = error_of(ServeArgs::default(), env(&[("HOST_TTL", "soon")]));
         assert!(error.contains("HOST_TTL"), "{error}");
+    }
+
+    #[test]
+    fn a_network_listener_needs_auth_or_an_explicit_risk() {
+        let error = error_of(
+            ServeArgs::default().with("listen", "0.0.0.0:7420"),
+            no_env(),
+        );
+        assert!(error.contains("--allow-unauthenticated"), "{error}");
+        let risky = resolve(
+            &ServeArgs::default()
+                .with("listen", "0.0.0.0:7420")
+                .with("http.allow_unauthenticated", "true"),
+            &no_env(),
+        )
+        .unwrap();
+        assert!(!risky.browsers.loopback_only);
+        let (_keep, path) = file("0123456789abcdef0123456789abcdef\n");
+        let secured = resolve(
+            &ServeArgs::default().with("listen", "[::]:7420"),
+            &env(&[
+                ("BERTH_AUTH", "1"),
+                ("BERTH_AUTH_BOOTSTRAP_TOKEN_FILE", &path),
+                ("BERTH_AUTH_ANONYMOUS", "read"),
+            ]),
+        )
+        .unwrap();
+        assert!(secured.auth.enabled);
+        assert_eq!(secured.auth.anonymous, Anonymous::Read);
+        assert_eq!(
+            secured.bootstrap_token.as_deref(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
+        let local = resolve(&ServeArgs::default(), &no_env()).unwrap();
+        assert!(!local.auth.enabled && local.browsers.loopback_only);
     }
 
     #[test]

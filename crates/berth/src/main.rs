@@ -9,6 +9,7 @@ mod config;
 mod logging;
 mod serve;
 mod settings;
+mod token_cli;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::collections::BTreeMap;
@@ -133,6 +134,13 @@ enum Command {
         #[command(subcommand)]
         command: catalog_cli::RoutingCommand,
     },
+    /// Access tokens: create (the secret is shown once), list, revoke, self
+    Token {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: token_cli::TokenCommand,
+    },
     /// bender's frontends: what serves a backend
     Frontends {
         #[command(flatten)]
@@ -233,6 +241,7 @@ fn main() -> ExitCode {
                     Command::Backends { client, command } => {
                         catalog_cli::routing(&client, "backends", command).await
                     }
+                    Command::Token { client, command } => token_cli::token(&client, command).await,
                     Command::Frontends { client, command } => {
                         catalog_cli::routing(&client, "frontends", command).await
                     }

@@ -3,6 +3,7 @@
 
 use crate::config::ServeConfig;
 use anyhow::Context;
+use berth_api::tls::TlsSettings;
 use berth_api::{ApiState, MetricsRenderer};
 use berth_registry::{Registry, RegistryConfig, SystemWallClock};
 use berth_store::embedded::EmbeddedOptions;
@@ -65,6 +66,27 @@ pub(crate) fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Resul
     Ok(())
 }
 
+/// Reads the TLS certificate and key again on every SIGHUP: new connections get them, open ones
+/// keep theirs; files that do not load are logged and the old ones stay.
+fn spawn_certificate_reloader(tls: TlsSettings) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!(
+                    cert_file = %tls.files().cert_file.display(),
+                    "TLS certificates reloaded"
+                ),
+                Err(error) => {
+                    tracing::error!(%error, "TLS certificates not reloaded; keeping the old ones")
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
 /// One listener of the server: its name (for logs), where it listens, and what serves it
 /// until the shutdown token is cancelled. A new protocol is one more of these.
 struct Surface {
@@ -90,7 +112,13 @@ pub async fn run(config: ServeConfig, unknown_env: Vec<String>) -> anyhow::Resul
     let mut embedded = EmbeddedOptions::new(&config.data_dir);
     embedded.retained_revisions = config.history_revisions;
     embedded.cache_bytes = config.cache_bytes;
-    let store = open_store(&config.store, embedded).await?;
+    let tls = config
+        .tls
+        .clone()
+        .map(TlsSettings::load)
+        .transpose()
+        .context("tls")?;
+    let store = open_store(&config.store, embedded, &config.etcd).await?;
     let registry = Registry::start(
         store.clone(),
         RegistryConfig {
@@ -99,15 +127,32 @@ pub async fn run(config: ServeConfig, unknown_env: Vec<String>) -> anyhow::Resul
                 ..berth_domain::InstanceDefaults::default()
             },
             ports: config.ports.clone(),
+            auth: config.auth.clone(),
             ..RegistryConfig::default()
         },
         Arc::new(SystemWallClock),
     )
     .await
     .context("cannot load the registry from the store")?;
+    if config.auth.enabled {
+        if let Some(secret) = &config.bootstrap_token {
+            registry
+                .ensure_bootstrap_token(secret)
+                .await
+                .context("auth.bootstrap_token_file")?;
+        } else if registry.tokens().await?.is_empty() {
+            anyhow::bail!(
+                "auth is on and the store holds no token: give the first administrator's token \
+                 with --bootstrap-token-file FILE (see docs/security.md)"
+            );
+        }
+    }
 
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
+    if let Some(tls) = &tls {
+        spawn_certificate_reloader(tls.clone())?;
+    }
     if config.lyft_cache_ttl_given {
         tracing::info!(
             "lyft's CACHE_TTL is accepted and not needed: berth never serves a stale read"
@@ -119,6 +164,7 @@ pub async fn run(config: ServeConfig, unknown_env: Vec<String>) -> anyhow::Resul
         Some(metrics),
         env!("CARGO_PKG_VERSION"),
         config.compat.clone(),
+        config.browsers.clone(),
     );
     let surfaces = vec![Surface {
         name: "http",
@@ -127,18 +173,32 @@ pub async fn run(config: ServeConfig, unknown_env: Vec<String>) -> anyhow::Resul
             http,
             state,
             berth_api::server::Limits::default(),
+            tls.clone(),
         )),
     }];
     let data_dir = match &config.store {
         StoreLocation::Embedded => Some(config.data_dir.display().to_string()),
         StoreLocation::Etcd { .. } => None,
     };
+    let mutual_tls = config
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_ca_file.is_some());
     tracing::info!(
         store = %config.store,
         data_dir = data_dir.as_deref().unwrap_or("-"),
         version = env!("CARGO_PKG_VERSION"),
+        auth = config.auth.enabled,
+        tls = tls.is_some(),
+        mutual_tls,
         "started"
     );
+    if !config.auth.enabled && !config.browsers.loopback_only && !mutual_tls {
+        tracing::warn!(
+            "auth is off on a listener reachable from the network (--allow-unauthenticated): \
+             anyone who reaches it can change everything"
+        );
+    }
     serve_until_shutdown(surfaces, &shutdown).await;
     drop(registry);
     store

@@ -14,10 +14,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// Whether a setting takes a value or is a switch.
+/// Whether a setting takes a value, or is a switch (`--auth`, `auth.enabled = true`,
+/// `BERTH_AUTH=1`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shape {
     Value,
+    Switch,
 }
 
 pub struct Setting {
@@ -249,6 +251,179 @@ pub const SETTINGS: &[Setting] = &[
                more)",
         legacy_env: None,
     },
+    Setting {
+        key: "auth.enabled",
+        in_file: true,
+        flag: "auth",
+        env: "BERTH_AUTH",
+        value_name: "",
+        shape: Shape::Switch,
+        default: || "false".into(),
+        help: "Require a token on every request (see docs/security.md); needed to listen on \
+               anything but loopback",
+        legacy_env: None,
+    },
+    Setting {
+        key: "auth.bootstrap_token_file",
+        in_file: true,
+        flag: "bootstrap-token-file",
+        env: "BERTH_AUTH_BOOTSTRAP_TOKEN_FILE",
+        value_name: "FILE",
+        shape: Shape::Value,
+        default: none,
+        help: "A file holding the first administrator's token secret (at least 16 characters, \
+               e.g. from `openssl rand -hex 32`); berth stores only its hash",
+        legacy_env: None,
+    },
+    Setting {
+        key: "auth.anonymous",
+        in_file: true,
+        flag: "anonymous",
+        env: "BERTH_AUTH_ANONYMOUS",
+        value_name: "ACCESS",
+        shape: Shape::Value,
+        default: || "none".into(),
+        help: "What a request without a token may do with auth on: `none`, or `read` (for old \
+               pollers that cannot send a header)",
+        legacy_env: None,
+    },
+    Setting {
+        key: "http.allow_unauthenticated",
+        in_file: true,
+        flag: "allow-unauthenticated",
+        env: "BERTH_ALLOW_UNAUTHENTICATED",
+        value_name: "",
+        shape: Shape::Switch,
+        default: || "false".into(),
+        help: "Listen on a non-loopback address with auth off, accepting that anyone who \
+               reaches it can change everything",
+        legacy_env: None,
+    },
+    Setting {
+        key: "http.allowed_hosts",
+        in_file: true,
+        flag: "allowed-hosts",
+        env: "BERTH_ALLOWED_HOSTS",
+        value_name: "NAMES",
+        shape: Shape::Value,
+        default: none,
+        help: "Host names a loopback listener answers besides loopback ones (comma separated; \
+               against DNS rebinding, any other name is refused)",
+        legacy_env: None,
+    },
+    Setting {
+        key: "http.cors_allowed_origins",
+        in_file: true,
+        flag: "cors-allowed-origins",
+        env: "BERTH_CORS_ALLOWED_ORIGINS",
+        value_name: "ORIGINS",
+        shape: Shape::Value,
+        default: none,
+        help: "Web origins allowed to call the API from a browser (comma separated, e.g. \
+               `https://ops.example.com`); none unless given",
+        legacy_env: None,
+    },
+    Setting {
+        key: "tls.cert_file",
+        in_file: true,
+        flag: "tls-cert-file",
+        env: "BERTH_TLS_CERT_FILE",
+        value_name: "FILE",
+        shape: Shape::Value,
+        default: none,
+        help: "Serve HTTPS with this certificate chain (PEM); re-read with the key on SIGHUP",
+        legacy_env: None,
+    },
+    Setting {
+        key: "tls.key_file",
+        in_file: true,
+        flag: "tls-key-file",
+        env: "BERTH_TLS_KEY_FILE",
+        value_name: "FILE",
+        shape: Shape::Value,
+        default: none,
+        help: "The private key (PEM) of the certificate",
+        legacy_env: None,
+    },
+    Setting {
+        key: "tls.client_ca_file",
+        in_file: true,
+        flag: "tls-client-ca-file",
+        env: "BERTH_TLS_CLIENT_CA_FILE",
+        value_name: "FILE",
+        shape: Shape::Value,
+        default: none,
+        help: "Require client certificates signed by these authorities (PEM): mutual TLS",
+        legacy_env: None,
+    },
+    Setting {
+        key: "tls.client_cert_grants",
+        in_file: true,
+        flag: "tls-client-cert-grants",
+        env: "BERTH_TLS_CLIENT_CERT_GRANTS",
+        value_name: "GRANTS",
+        shape: Shape::Value,
+        default: none,
+        help: "With auth and mutual TLS: what a client certificate may do without a token \
+               (comma separated grants, e.g. `read:*`); owned by the certificate's subject name",
+        legacy_env: None,
+    },
+    Setting {
+        key: "etcd.ca_file",
+        in_file: true,
+        flag: "etcd-ca-file",
+        env: "BERTH_ETCD_CA_FILE",
+        value_name: "FILE",
+        shape: Shape::Value,
+        default: none,
+        help: "TLS to etcd: the authorities (PEM) that signed etcd's certificate (etcd's \
+               `--cert-file`)",
+        legacy_env: None,
+    },
+    Setting {
+        key: "etcd.cert_file",
+        in_file: true,
+        flag: "etcd-cert-file",
+        env: "BERTH_ETCD_CERT_FILE",
+        value_name: "FILE",
+        shape: Shape::Value,
+        default: none,
+        help: "berth's client certificate (PEM) for an etcd started with `--client-cert-auth`",
+        legacy_env: None,
+    },
+    Setting {
+        key: "etcd.key_file",
+        in_file: true,
+        flag: "etcd-key-file",
+        env: "BERTH_ETCD_KEY_FILE",
+        value_name: "FILE",
+        shape: Shape::Value,
+        default: none,
+        help: "The private key (PEM) of --etcd-cert-file",
+        legacy_env: None,
+    },
+    Setting {
+        key: "etcd.user",
+        in_file: true,
+        flag: "etcd-user",
+        env: "BERTH_ETCD_USER",
+        value_name: "USER",
+        shape: Shape::Value,
+        default: none,
+        help: "An etcd user, for an etcd with `etcdctl auth enable`",
+        legacy_env: None,
+    },
+    Setting {
+        key: "etcd.password_file",
+        in_file: true,
+        flag: "etcd-password-file",
+        env: "BERTH_ETCD_PASSWORD_FILE",
+        value_name: "FILE",
+        shape: Shape::Value,
+        default: none,
+        help: "A file holding the etcd user's password",
+        legacy_env: None,
+    },
 ];
 
 fn join_ports(ports: &[u16]) -> String {
@@ -295,6 +470,24 @@ pub struct Given {
 
 impl Given {
     /// The value as a `T`; the error names the source and what was expected.
+    pub fn switch(&self) -> anyhow::Result<bool> {
+        match self.text.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" | "" => Ok(false),
+            other => anyhow::bail!("{}: `{other}` is not true or false", self.source),
+        }
+    }
+
+    /// Comma-separated values (a list in the file).
+    pub fn list(&self) -> Vec<String> {
+        self.text
+            .split(',')
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
     pub fn parse<T: std::str::FromStr>(&self, expected: &str) -> anyhow::Result<T> {
         self.text.trim().parse().map_err(|_| {
             anyhow::anyhow!("{}: `{}` is not {expected}", self.source, self.text.trim())
@@ -339,6 +532,7 @@ impl clap::Args for ServeArgs {
             let arg = Arg::new(setting.key).long(setting.flag).help(help(setting));
             command.arg(match setting.shape {
                 Shape::Value => arg.value_name(setting.value_name).action(ArgAction::Set),
+                Shape::Switch => arg.action(ArgAction::SetTrue),
             })
         })
     }
@@ -359,6 +553,7 @@ impl clap::FromArgMatches for ServeArgs {
         for setting in SETTINGS {
             let value = match setting.shape {
                 Shape::Value => matches.get_one::<String>(setting.key).cloned(),
+                Shape::Switch => matches.get_flag(setting.key).then(|| "true".to_string()),
             };
             if let Some(value) = value {
                 self.flags.insert(setting.key, value);
@@ -548,6 +743,7 @@ fn markdown() -> String {
         }
         let flag = match setting.shape {
             Shape::Value => format!("`--{} {}`", setting.flag, setting.value_name),
+            Shape::Switch => format!("`--{}`", setting.flag),
         };
         let default = (setting.default)();
         let default = if default.is_empty() {

@@ -8,6 +8,7 @@ pub use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +94,9 @@ pub struct Instance {
     pub tags: Vec<String>,
     #[serde(default)]
     pub meta: BTreeMap<String, String>,
+    /// The team whose token registered it (with auth on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     pub registered_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_heartbeat: Option<String>,
@@ -137,6 +141,19 @@ pub struct Heartbeat {
     pub ttl_ms: u64,
 }
 
+/// An access token (its secret only in the answer that created it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    pub id: String,
+    pub owner: String,
+    pub grants: Vec<String>,
+    #[serde(default)]
+    pub description: String,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
 /// One Server-Sent Event from `/v1/events`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Event {
@@ -174,24 +191,76 @@ pub fn segment(text: &str) -> String {
     out
 }
 
+/// How long a request may take unless it says otherwise.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    /// The token every request carries (`Authorization: Bearer`), when berth has auth on.
+    token: Option<Arc<str>>,
+}
+
+/// How a client reaches berth beyond its address: the token to send, and TLS.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// Sent as `Authorization: Bearer` with every request, when berth has auth on.
+    pub token: Option<String>,
+    /// PEM certificates of the authorities to trust (instead of the system's) for `https://`.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM of a client certificate and its private key, for a server that asks for one (mTLS).
+    pub identity_pem: Option<Vec<u8>>,
 }
 
 impl Client {
     /// A client of the berth at `base` (e.g. `http://127.0.0.1:7420`).
     pub fn new(base: impl Into<String>) -> Result<Client> {
+        Client::with_options(base, &ClientOptions::default())
+    }
+
+    /// A client of the berth at `base` (`http://` or `https://`), with `options`.
+    pub fn with_options(base: impl Into<String>, options: &ClientOptions) -> Result<Client> {
         let base = base.into().trim_end_matches('/').to_string();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .build()
-            .map_err(|e| ClientError::Transport {
-                base: base.clone(),
-                detail: e.to_string(),
-            })?;
-        Ok(Client { http, base })
+        let refused = |detail: String| ClientError::Transport {
+            base: base.clone(),
+            detail,
+        };
+        // One crypto provider for the process: ring (no C build).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(3));
+        if let Some(pem) = &options.ca_pem {
+            let authorities = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| refused(format!("the CA file: {e}")))?;
+            if authorities.is_empty() {
+                return Err(refused("the CA file holds no certificate".into()));
+            }
+            builder = builder.tls_certs_only(authorities);
+        }
+        if let Some(pem) = &options.identity_pem {
+            let identity = reqwest::Identity::from_pem(pem)
+                .map_err(|e| refused(format!("the client certificate or key: {e}")))?;
+            builder = builder.identity(identity);
+        }
+        let http = builder.build().map_err(|e| refused(e.to_string()))?;
+        Ok(Client {
+            http,
+            base,
+            token: options.token.as_deref().map(Arc::from),
+        })
+    }
+
+    /// The same client, sending `token` with every request.
+    pub fn with_token(mut self, token: impl Into<String>) -> Client {
+        self.token = Some(Arc::from(token.into()));
+        self
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
     }
 
     pub fn base(&self) -> &str {
@@ -206,8 +275,18 @@ impl Client {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let response = request
-            .timeout(Duration::from_secs(30))
+        self.send_within(request, REQUEST_TIMEOUT).await
+    }
+
+    /// Sends with a timeout of its own (a blocking query waits up to ten minutes).
+    async fn send_within(
+        &self,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<reqwest::Response> {
+        let response = self
+            .authorized(request)
+            .timeout(timeout)
             .send()
             .await
             .map_err(|e| self.transport(e))?;
@@ -236,7 +315,15 @@ impl Client {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<T> {
-        let response = self.send(request).await?;
+        self.json_within(request, REQUEST_TIMEOUT).await
+    }
+
+    async fn json_within<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<T> {
+        let response = self.send_within(request, timeout).await?;
         let body = response.bytes().await.map_err(|e| self.transport(e))?;
         serde_json::from_slice(&body).map_err(|e| ClientError::Decode(e.to_string()))
     }
@@ -330,7 +417,7 @@ impl Client {
     pub async fn instances(&self, service: &str, query: &[(&str, String)]) -> Result<InstanceList> {
         let request = self.http.get(self.instances_url(service)).query(query);
         // A blocking query may wait up to ten minutes.
-        self.json(request.timeout(Duration::from_secs(11 * 60)))
+        self.json_within(request, Duration::from_secs(11 * 60))
             .await
     }
 
@@ -344,6 +431,43 @@ impl Client {
         .await
     }
 
+    /// Creates a token (an administrator's request); the answer holds its secret, once.
+    pub async fn create_token(
+        &self,
+        owner: &str,
+        grants: &[String],
+        description: &str,
+    ) -> Result<Token> {
+        let body =
+            serde_json::json!({"owner": owner, "grants": grants, "description": description});
+        self.json(
+            self.http
+                .post(format!("{}/v1/tokens", self.base))
+                .json(&body),
+        )
+        .await
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<Token>> {
+        self.json(self.http.get(format!("{}/v1/tokens", self.base)))
+            .await
+    }
+
+    /// The token this client sends (`{"auth": "off"}` from a server without auth).
+    pub async fn token_self(&self) -> Result<serde_json::Value> {
+        self.json(self.http.get(format!("{}/v1/tokens/self", self.base)))
+            .await
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<()> {
+        self.send(
+            self.http
+                .delete(format!("{}/v1/tokens/{}", self.base, segment(id))),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Follows `/v1/events` (of one service, from after a revision, or from now).
     pub async fn events(&self, service: Option<&str>, after: Option<i64>) -> Result<EventStream> {
         let mut query: Vec<(&str, String)> = Vec::new();
@@ -354,8 +478,7 @@ impl Client {
             query.push(("after", after.to_string()));
         }
         let response = self
-            .http
-            .get(format!("{}/v1/events", self.base))
+            .authorized(self.http.get(format!("{}/v1/events", self.base)))
             .query(&query)
             .header("accept", "text/event-stream")
             .send()

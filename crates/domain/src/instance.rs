@@ -420,11 +420,14 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), ValidationErro
     Ok(())
 }
 
-/// A registered instance: the client's spec and when it first registered.
+/// A registered instance: the client's spec, when it first registered, and the team that owns
+/// it (the owner of the token that registered it; `None` when auth was off or the request
+/// anonymous).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Instance {
     pub spec: InstanceSpec,
     pub registered_at: Timestamp,
+    pub owner: Option<crate::auth::Owner>,
 }
 
 /// Why an instance went offline.

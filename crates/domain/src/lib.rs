@@ -2,6 +2,7 @@
 //! I/O or reads a clock (time comes in as a value), and nothing here knows a wire format: each
 //! surface owns its DTOs and converts them into the validated commands defined here.
 
+pub mod auth;
 pub mod catalog;
 mod error;
 mod instance;

@@ -21,6 +21,12 @@ pub enum RegistryError {
     /// A catalog rule refused the command (a taken port, a cycle, a missing kind…).
     #[error("{0}")]
     Catalog(CatalogError),
+    /// The request needs credentials it did not bring (a token), or brought unknown ones.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The credentials do not grant what the request does.
+    #[error("{0}")]
+    Forbidden(String),
     /// The request is more than the store takes at once: a record over its size limit, or a
     /// change over its operation limit.
     #[error("{0}")]

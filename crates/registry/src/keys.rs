@@ -13,6 +13,11 @@ pub const INSTANCES: &str = "/berth/live/instances/";
 /// instance on purpose, so every node's watch can tell a deregistration from an expiry.
 pub const DEREGISTERED: &str = "/berth/live/deregistered/";
 
+/// Access tokens (digests of their secrets, never the secrets).
+pub const AUTH: &str = "/berth/auth/";
+/// `/berth/auth/tokens/{id}`.
+pub const TOKENS: &str = "/berth/auth/tokens/";
+
 /// The durable catalog.
 pub const CATALOG: &str = "/berth/catalog/";
 /// `/berth/catalog/kinds/{name}`.
@@ -37,6 +42,10 @@ pub const JOURNAL: &str = "/berth/journal/";
 
 pub fn port_key(port: u16) -> Bytes {
     Bytes::from(format!("{PORTS}{port:05}"))
+}
+
+pub fn token_key(id: &str) -> Bytes {
+    Bytes::from(format!("{TOKENS}{id}"))
 }
 
 pub fn kind_key(name: &str) -> Bytes {

@@ -5,6 +5,7 @@
 //! compat APIs, CLI, agent, and later xDS and DNS) goes through it; none of them touches the
 //! store.
 
+pub mod auth;
 pub mod catalog;
 mod clock;
 mod error;
@@ -53,6 +54,7 @@ pub struct RegistryConfig {
     /// How many revisions the live feed keeps in memory, which is also how far a subscriber
     /// may fall behind before it is reset.
     pub feed_ring: usize,
+    pub auth: auth::AuthConfig,
 }
 
 impl Default for RegistryConfig {
@@ -61,6 +63,7 @@ impl Default for RegistryConfig {
             instance_defaults: InstanceDefaults::default(),
             ports: PortRange::default(),
             feed_ring: live::feed::RING,
+            auth: auth::AuthConfig::default(),
         }
     }
 }
@@ -82,6 +85,9 @@ struct Inner {
     config: RegistryConfig,
     instances: Arc<InstanceView>,
     catalog: Arc<CatalogView>,
+    auth: Arc<auth::AuthView>,
+    /// Lookups of tokens this node did not know, waiting for the store (see `authenticate`).
+    unknown_token_lookups: tokio::sync::Semaphore,
     /// Every change, once, for every subscriber.
     feed: Arc<FeedHub>,
     /// Stored records that did not decode.
@@ -145,7 +151,7 @@ impl Registry {
         clock: Arc<dyn WallClock>,
     ) -> Result<Registry> {
         let faults = Arc::new(RecordFaults::new());
-        let (live, durable) = read_both(&store).await?;
+        let (live, durable, tokens) = read_all(&store).await?;
         let loaded_at = live.revision;
         let instances = Arc::new(InstanceView::load(
             decode_all(&live.kvs, &faults),
@@ -155,6 +161,9 @@ impl Registry {
         let (catalog, failures) = CatalogView::load(&durable.kvs);
         failures.into_iter().for_each(|f| faults.record(f));
         let catalog = Arc::new(catalog);
+        let (auth, failures) = auth::AuthView::load(&tokens.kvs);
+        failures.into_iter().for_each(|f| faults.record(f));
+        let auth = Arc::new(auth);
         metrics::gauge!("berth_instances").set(instances.instance_count() as f64);
         let revision = watch::Sender::new(loaded_at);
         let catalog_revision = Arc::new(AtomicI64::new(loaded_at.0));
@@ -164,6 +173,7 @@ impl Registry {
                 store: store.clone(),
                 instances: instances.clone(),
                 catalog: catalog.clone(),
+                auth: auth.clone(),
                 feed: feed.clone(),
                 faults: faults.clone(),
                 revision: revision.clone(),
@@ -179,6 +189,8 @@ impl Registry {
                 config,
                 instances,
                 catalog,
+                auth,
+                unknown_token_lookups: tokio::sync::Semaphore::new(auth::UNKNOWN_TOKEN_LOOKUPS),
                 feed,
                 faults,
                 revision,
@@ -378,15 +390,26 @@ impl Registry {
     }
 }
 
-/// Reads the live and the durable halves at one revision.
-async fn read_both(
+/// Reads the live instances, the catalog and the tokens at one revision.
+async fn read_all(
     store: &AnyStore,
-) -> std::result::Result<(berth_store::RangeResponse, berth_store::RangeResponse), StoreError> {
+) -> std::result::Result<
+    (
+        berth_store::RangeResponse,
+        berth_store::RangeResponse,
+        berth_store::RangeResponse,
+    ),
+    StoreError,
+> {
     let live = store.range(RangeRequest::prefix(keys::INSTANCES)).await?;
+    let at = live.revision;
     let durable = store
-        .range(RangeRequest::prefix(keys::CATALOG).at_revision(live.revision))
+        .range(RangeRequest::prefix(keys::CATALOG).at_revision(at))
         .await?;
-    Ok((live, durable))
+    let tokens = store
+        .range(RangeRequest::prefix(keys::AUTH).at_revision(at))
+        .await?;
+    Ok((live, durable, tokens))
 }
 
 /// The instance records that decode; the others are reported.
@@ -407,6 +430,7 @@ struct Follower {
     store: AnyStore,
     instances: Arc<InstanceView>,
     catalog: Arc<CatalogView>,
+    auth: Arc<auth::AuthView>,
     feed: Arc<FeedHub>,
     faults: Arc<RecordFaults>,
     revision: watch::Sender<Revision>,
@@ -475,7 +499,12 @@ impl Follower {
         self.feed.publish(published, |published| {
             self.instances
                 .apply(batch.revision, &published.events, &undecodable, now);
-            for failure in self.catalog.apply(batch) {
+            for failure in self
+                .catalog
+                .apply(batch)
+                .into_iter()
+                .chain(self.auth.apply(batch))
+            {
                 self.faults.record(failure);
             }
             if catalog_changed {
@@ -488,12 +517,17 @@ impl Follower {
 
     /// Reads both halves afresh and replaces the views (every subscriber is reset).
     async fn reload(&self) -> std::result::Result<Revision, StoreError> {
-        let (live, durable) = read_both(&self.store).await?;
+        let (live, durable, tokens) = read_all(&self.store).await?;
         let stored = decode_all(&live.kvs, &self.faults);
         let now = self.clock.now();
         self.feed.reload(|| {
             self.instances.reload(stored, live.revision, now);
-            for failure in self.catalog.reload(&durable.kvs) {
+            for failure in self
+                .catalog
+                .reload(&durable.kvs)
+                .into_iter()
+                .chain(self.auth.reload(&tokens.kvs))
+            {
                 self.faults.record(failure);
             }
             self.catalog_revision

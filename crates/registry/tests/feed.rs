@@ -4,6 +4,7 @@
 //! fresh snapshot; two registries on one store feed each other's changes.
 
 use berth_domain::{InstanceDefaults, InstanceDraft, InstanceId, InstanceSpec};
+use berth_registry::auth::Caller;
 use berth_registry::{
     FeedEvent, FeedStart, FeedSubscription, InstanceEventKind, Registry, RegistryConfig, Revision,
     SystemWallClock,
@@ -28,7 +29,9 @@ async fn open_store(embedded: bool) -> (Box<dyn std::any::Any>, AnyStore) {
         (Box::new(dir), AnyStore::Embedded(store))
     } else {
         let server = berth_testkit::EtcdServer::start();
-        let store = EtcdStore::connect(&[server.endpoint()]).await.unwrap();
+        let store = EtcdStore::connect(&[server.endpoint()], &Default::default())
+            .await
+            .unwrap();
         (Box::new(server), AnyStore::Etcd(store))
     }
 }
@@ -99,11 +102,18 @@ async fn a_subscriber_joining_mid_stream_gets_a_snapshot_then_every_change_once(
         let registry = registry.clone();
         tokio::spawn(async move {
             for port in 1..=200 {
-                registry.register(spec("stream", port)).await.unwrap();
+                registry
+                    .register(spec("stream", port), &Caller::Unchecked)
+                    .await
+                    .unwrap();
                 if port % 3 == 0 {
                     let id = InstanceId::parse("id", &format!("10.1.0.1:{}", port - 1)).unwrap();
                     registry
-                        .deregister(&spec("stream", 1).service().clone(), &id)
+                        .deregister(
+                            &spec("stream", 1).service().clone(),
+                            &id,
+                            &Caller::Unchecked,
+                        )
                         .await
                         .unwrap();
                 }
@@ -161,7 +171,10 @@ async fn a_subscriber_slower_than_the_ring_is_reset_with_a_fresh_snapshot(embedd
     let registry = registry(&store, 8).await;
     let mut slow = registry.feed(FeedStart::Now);
     for port in 1..=20 {
-        registry.register(spec("slow", port)).await.unwrap();
+        registry
+            .register(spec("slow", port), &Caller::Unchecked)
+            .await
+            .unwrap();
     }
     // It read nothing while 20 revisions went by a ring of 8.
     match next(&mut slow).await {
@@ -173,7 +186,10 @@ async fn a_subscriber_slower_than_the_ring_is_reset_with_a_fresh_snapshot(embedd
         }
         FeedEvent::Batch(batch) => panic!("expected a reset, got {batch:?}"),
     }
-    let later = registry.register(spec("slow", 21)).await.unwrap();
+    let later = registry
+        .register(spec("slow", 21), &Caller::Unchecked)
+        .await
+        .unwrap();
     let FeedEvent::Batch(batch) = next(&mut slow).await else {
         panic!("deltas follow the reset");
     };
@@ -183,9 +199,15 @@ async fn a_subscriber_slower_than_the_ring_is_reset_with_a_fresh_snapshot(embedd
 async fn history_the_ring_no_longer_holds_is_a_reset(embedded: bool) {
     let (_keep, store) = open_store(embedded).await;
     let registry = registry(&store, 4).await;
-    let first = registry.register(spec("old", 1)).await.unwrap();
+    let first = registry
+        .register(spec("old", 1), &Caller::Unchecked)
+        .await
+        .unwrap();
     for port in 2..=10 {
-        registry.register(spec("old", port)).await.unwrap();
+        registry
+            .register(spec("old", port), &Caller::Unchecked)
+            .await
+            .unwrap();
     }
     let mut resumed = registry.feed(FeedStart::After(first.revision_index));
     assert!(matches!(
@@ -194,7 +216,10 @@ async fn history_the_ring_no_longer_holds_is_a_reset(embedded: bool) {
     ));
     // Within the ring: replayed, no reset.
     let recent = registry.view_revision();
-    let last = registry.register(spec("old", 11)).await.unwrap();
+    let last = registry
+        .register(spec("old", 11), &Caller::Unchecked)
+        .await
+        .unwrap();
     let mut replay = registry.feed(FeedStart::After(recent));
     let FeedEvent::Batch(batch) = next(&mut replay).await else {
         panic!("replayed from the ring");
@@ -215,7 +240,10 @@ async fn two_registries_on_one_store_feed_each_others_changes(embedded: bool) {
     let a = registry(&store, 4096).await;
     let b = registry(&store, 4096).await;
     let mut feeds: Vec<FeedSubscription> = (0..100).map(|_| b.feed(FeedStart::Now)).collect();
-    let written = a.register(spec("shared", 1)).await.unwrap();
+    let written = a
+        .register(spec("shared", 1), &Caller::Unchecked)
+        .await
+        .unwrap();
     for feed in &mut feeds {
         let FeedEvent::Batch(batch) = next(feed).await else {
             panic!("a change, not a reset");

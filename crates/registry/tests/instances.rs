@@ -5,6 +5,7 @@
 use berth_domain::{
     InstanceDefaults, InstanceDraft, InstanceId, InstanceSpec, OfflineReason, ServiceName,
 };
+use berth_registry::auth::Caller;
 use berth_registry::{
     Consistency, EventItem, EventSubscription, InstanceEventKind, RegistrationOutcome, Registry,
     RegistryConfig, RegistryError, SystemWallClock,
@@ -85,7 +86,7 @@ async fn register_heartbeat_expire() {
     let mut events = f.registry.subscribe(None, None).await;
     let registered = f
         .registry
-        .register(spec("web", "10.0.0.1", 80, 5_000))
+        .register(spec("web", "10.0.0.1", 80, 5_000), &Caller::Unchecked)
         .await
         .unwrap();
     assert_eq!(registered.outcome, RegistrationOutcome::Created);
@@ -152,7 +153,7 @@ async fn same_registration_renews_without_a_write_and_changes_update() {
     let f = fixture().await;
     let first = f
         .registry
-        .register(spec("api", "10.0.0.2", 81, 10_000))
+        .register(spec("api", "10.0.0.2", 81, 10_000), &Caller::Unchecked)
         .await
         .unwrap();
     let revision = f.store.status().await.unwrap().revision;
@@ -160,7 +161,7 @@ async fn same_registration_renews_without_a_write_and_changes_update() {
 
     let again = f
         .registry
-        .register(spec("api", "10.0.0.2", 81, 10_000))
+        .register(spec("api", "10.0.0.2", 81, 10_000), &Caller::Unchecked)
         .await
         .unwrap();
     assert_eq!(again.outcome, RegistrationOutcome::Renewed);
@@ -181,7 +182,11 @@ async fn same_registration_renews_without_a_write_and_changes_update() {
     }
     .validate("api", None, &InstanceDefaults::default())
     .unwrap();
-    let updated = f.registry.register(changed).await.unwrap();
+    let updated = f
+        .registry
+        .register(changed, &Caller::Unchecked)
+        .await
+        .unwrap();
     assert_eq!(updated.outcome, RegistrationOutcome::Updated);
     assert_eq!(updated.instance.registered_at, first.instance.registered_at);
     let (_, batch) = next_events(&mut events).await;
@@ -193,7 +198,11 @@ async fn same_registration_renews_without_a_write_and_changes_update() {
     // A new TTL moves the instance to a new lease, still as an update.
     let longer = spec("api", "10.0.0.2", 81, 60_000);
     assert_eq!(
-        f.registry.register(longer).await.unwrap().outcome,
+        f.registry
+            .register(longer, &Caller::Unchecked)
+            .await
+            .unwrap()
+            .outcome,
         RegistrationOutcome::Updated
     );
     f.clock.advance(Duration::from_secs(30));
@@ -209,12 +218,12 @@ async fn same_registration_renews_without_a_write_and_changes_update() {
 async fn deregistration_is_told_apart_from_expiry() {
     let f = fixture().await;
     f.registry
-        .register(spec("db", "10.0.0.3", 5432, 30_000))
+        .register(spec("db", "10.0.0.3", 5432, 30_000), &Caller::Unchecked)
         .await
         .unwrap();
     let mut events = f.registry.subscribe(Some(name("db")), None).await;
     f.registry
-        .deregister(&name("db"), &id("10.0.0.3:5432"))
+        .deregister(&name("db"), &id("10.0.0.3:5432"), &Caller::Unchecked)
         .await
         .unwrap();
     let (_, batch) = next_events(&mut events).await;
@@ -227,7 +236,7 @@ async fn deregistration_is_told_apart_from_expiry() {
     );
     assert!(matches!(
         f.registry
-            .deregister(&name("db"), &id("10.0.0.3:5432"))
+            .deregister(&name("db"), &id("10.0.0.3:5432"), &Caller::Unchecked)
             .await,
         Err(RegistryError::NotFound(_))
     ));
@@ -240,7 +249,7 @@ async fn several_ports_per_address_are_several_instances() {
     let f = fixture().await;
     for port in [8080, 8081, 8082] {
         f.registry
-            .register(spec("multi", "10.0.0.9", port, 30_000))
+            .register(spec("multi", "10.0.0.9", port, 30_000), &Caller::Unchecked)
             .await
             .unwrap();
     }
@@ -262,7 +271,7 @@ async fn blocking_query_wakes_on_change_and_times_out_without_one() {
     let f = fixture().await;
     let first = f
         .registry
-        .register(spec("blk", "10.0.1.1", 80, 30_000))
+        .register(spec("blk", "10.0.1.1", 80, 30_000), &Caller::Unchecked)
         .await
         .unwrap();
     let index = first.revision_index;
@@ -285,13 +294,13 @@ async fn blocking_query_wakes_on_change_and_times_out_without_one() {
     });
     // Another service's change does not wake it...
     f.registry
-        .register(spec("other", "10.0.1.2", 80, 30_000))
+        .register(spec("other", "10.0.1.2", 80, 30_000), &Caller::Unchecked)
         .await
         .unwrap();
     // ...this one does.
     let second = f
         .registry
-        .register(spec("blk", "10.0.1.3", 80, 30_000))
+        .register(spec("blk", "10.0.1.3", 80, 30_000), &Caller::Unchecked)
         .await
         .unwrap();
     let woken = tokio::time::timeout(WAIT, waiter)
@@ -312,7 +321,7 @@ async fn a_subscriber_resumes_without_loss_even_after_the_store_compacted() {
     for port in 1..=5 {
         revisions.push(
             f.registry
-                .register(spec("res", "10.0.2.1", port, 30_000))
+                .register(spec("res", "10.0.2.1", port, 30_000), &Caller::Unchecked)
                 .await
                 .unwrap()
                 .revision_index,
@@ -327,7 +336,7 @@ async fn a_subscriber_resumes_without_loss_even_after_the_store_compacted() {
     }
     let later = f
         .registry
-        .register(spec("res", "10.0.2.1", 6, 30_000))
+        .register(spec("res", "10.0.2.1", 6, 30_000), &Caller::Unchecked)
         .await
         .unwrap();
     let (revision, _) = next_events(&mut resumed).await;
@@ -342,12 +351,15 @@ async fn two_hundred_concurrent_registrations_all_land() {
         let registry = f.registry.clone();
         tasks.push(tokio::spawn(async move {
             registry
-                .register(spec(
-                    "crowd",
-                    &format!("10.1.{}.{}", i / 250, i % 250 + 1),
-                    9000,
-                    30_000,
-                ))
+                .register(
+                    spec(
+                        "crowd",
+                        &format!("10.1.{}.{}", i / 250, i % 250 + 1),
+                        9000,
+                        30_000,
+                    ),
+                    &Caller::Unchecked,
+                )
                 .await
         }));
     }
@@ -373,12 +385,12 @@ async fn several_instances_change_and_go_in_one_command() {
     let f = fixture().await;
     for port in [80, 81, 82] {
         f.registry
-            .register(spec("bulk", "10.0.0.9", port, 10_000))
+            .register(spec("bulk", "10.0.0.9", port, 10_000), &Caller::Unchecked)
             .await
             .unwrap();
     }
     f.registry
-        .register(spec("bulk", "10.0.0.10", 80, 10_000))
+        .register(spec("bulk", "10.0.0.10", 80, 10_000), &Caller::Unchecked)
         .await
         .unwrap();
     let mut events = f.registry.subscribe(Some(name("bulk")), None).await;
@@ -387,15 +399,20 @@ async fn several_instances_change_and_go_in_one_command() {
     f.clock.advance(Duration::from_secs(6));
     let picked = f
         .registry
-        .update_where(&name("bulk"), on_first_address, |current| {
-            let mut draft = InstanceDraft::from(&current.spec);
-            draft.weight = Some(9);
-            Ok(draft.validate(
-                "bulk",
-                Some(current.spec.id().as_str()),
-                &InstanceDefaults::default(),
-            )?)
-        })
+        .update_where(
+            &name("bulk"),
+            on_first_address,
+            |current| {
+                let mut draft = InstanceDraft::from(&current.spec);
+                draft.weight = Some(9);
+                Ok(draft.validate(
+                    "bulk",
+                    Some(current.spec.id().as_str()),
+                    &InstanceDefaults::default(),
+                )?)
+            },
+            &Caller::Unchecked,
+        )
         .await
         .unwrap();
     assert_eq!(picked, 3);
@@ -421,7 +438,7 @@ async fn several_instances_change_and_go_in_one_command() {
 
     for port in [80, 81] {
         f.registry
-            .register(spec("bulk", "10.0.0.9", port, 10_000))
+            .register(spec("bulk", "10.0.0.9", port, 10_000), &Caller::Unchecked)
             .await
             .unwrap();
     }
@@ -430,7 +447,7 @@ async fn several_instances_change_and_go_in_one_command() {
     assert_eq!(online.len() + more.len(), 2);
     let removed = f
         .registry
-        .deregister_where(&name("bulk"), on_first_address)
+        .deregister_where(&name("bulk"), on_first_address, &Caller::Unchecked)
         .await
         .unwrap();
     assert_eq!(removed, 2);
@@ -442,7 +459,7 @@ async fn several_instances_change_and_go_in_one_command() {
     );
     assert_eq!(
         f.registry
-            .deregister_where(&name("bulk"), on_first_address)
+            .deregister_where(&name("bulk"), on_first_address, &Caller::Unchecked)
             .await
             .unwrap(),
         0

@@ -79,20 +79,36 @@ pub enum AnyStore {
     Etcd(crate::etcd::EtcdStore),
 }
 
+/// How berth proves itself to an etcd with TLS or authentication on, and checks etcd (the
+/// flags of etcd they answer: `--trusted-ca-file`, `--client-cert-auth`, `auth enable`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EtcdSecurity {
+    /// PEM of the authorities that signed etcd's certificate: TLS to etcd when given.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM of berth's client certificate and key, for an etcd with `--client-cert-auth`.
+    pub identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    /// An etcd user and password, for an etcd with authentication enabled.
+    pub user: Option<(String, String)>,
+}
+
 pub async fn open_store(
     location: &StoreLocation,
     embedded: EmbeddedOptions,
+    etcd: &EtcdSecurity,
 ) -> std::result::Result<AnyStore, OpenStoreError> {
     match location {
         StoreLocation::Embedded => Ok(AnyStore::Embedded(EmbeddedStore::open(embedded).await?)),
         #[cfg(feature = "etcd")]
         StoreLocation::Etcd { endpoints } => Ok(AnyStore::Etcd(
-            crate::etcd::EtcdStore::connect(endpoints)
+            crate::etcd::EtcdStore::connect(endpoints, etcd)
                 .await
                 .map_err(|e| OpenStoreError::Etcd(e.to_string()))?,
         )),
         #[cfg(not(feature = "etcd"))]
-        StoreLocation::Etcd { .. } => Err(OpenStoreError::EtcdNotBuiltIn),
+        StoreLocation::Etcd { .. } => Err({
+            let _ = etcd;
+            OpenStoreError::EtcdNotBuiltIn
+        }),
     }
 }
 

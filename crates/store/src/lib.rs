@@ -12,7 +12,7 @@ pub mod embedded;
 pub mod etcd;
 mod types;
 
-pub use any::{AnyStore, StoreLocation, open_store};
+pub use any::{AnyStore, EtcdSecurity, StoreLocation, open_store};
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use types::*;
 

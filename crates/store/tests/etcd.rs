@@ -19,7 +19,9 @@ use tokio::time::Instant;
 /// The store contract, on a real etcd started for the test.
 async fn open_for_the_contract() -> (Arc<EtcdStore>, berth_testkit::EtcdServer) {
     let server = berth_testkit::EtcdServer::start();
-    let store = EtcdStore::connect(&[server.endpoint()]).await.unwrap();
+    let store = EtcdStore::connect(&[server.endpoint()], &Default::default())
+        .await
+        .unwrap();
     (Arc::new(store), server)
 }
 
@@ -50,7 +52,9 @@ async fn is_there(store: &EtcdStore, key: &'static str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_nobody_renews_ends_after_its_deadline_and_within_a_second() {
     let server = berth_testkit::EtcdServer::start();
-    let node = EtcdStore::connect(&[server.endpoint()]).await.unwrap();
+    let node = EtcdStore::connect(&[server.endpoint()], &Default::default())
+        .await
+        .unwrap();
     let mut watch = node.watch(Bytes::from_static(b"/d/"), None).await.unwrap();
     let (lease, asked) = leased_key(&node, "/d/alone", Duration::from_secs(2)).await;
     watch.next().await.unwrap().unwrap();
@@ -67,8 +71,12 @@ async fn a_lease_nobody_renews_ends_after_its_deadline_and_within_a_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_another_node_renewed_lives_to_that_nodes_deadline() {
     let server = berth_testkit::EtcdServer::start();
-    let first = EtcdStore::connect(&[server.endpoint()]).await.unwrap();
-    let second = EtcdStore::connect(&[server.endpoint()]).await.unwrap();
+    let first = EtcdStore::connect(&[server.endpoint()], &Default::default())
+        .await
+        .unwrap();
+    let second = EtcdStore::connect(&[server.endpoint()], &Default::default())
+        .await
+        .unwrap();
     let mut watch = first.watch(Bytes::from_static(b"/d/"), None).await.unwrap();
     let (lease, _) = leased_key(&first, "/d/shared", Duration::from_secs(3)).await;
     watch.next().await.unwrap().unwrap();
@@ -93,8 +101,12 @@ async fn a_lease_another_node_renewed_lives_to_that_nodes_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewals_alternating_between_nodes_keep_a_lease_alive() {
     let server = berth_testkit::EtcdServer::start();
-    let first = EtcdStore::connect(&[server.endpoint()]).await.unwrap();
-    let second = EtcdStore::connect(&[server.endpoint()]).await.unwrap();
+    let first = EtcdStore::connect(&[server.endpoint()], &Default::default())
+        .await
+        .unwrap();
+    let second = EtcdStore::connect(&[server.endpoint()], &Default::default())
+        .await
+        .unwrap();
     let (lease, _) = leased_key(&first, "/d/busy", Duration::from_secs(2)).await;
     // A heartbeat every third of the TTL, to either node in turn, for three TTLs.
     for round in 0..9 {

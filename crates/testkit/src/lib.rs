@@ -8,6 +8,7 @@
 #![allow(unsafe_code)] // one pre_exec hook, see `die_with_parent`
 
 pub mod docker;
+pub mod pki;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -131,23 +132,42 @@ pub struct EtcdServer {
     _data: tempfile::TempDir,
 }
 
+/// PEM files for an etcd that serves TLS and requires client certificates.
+#[derive(Clone, Debug)]
+pub struct EtcdTls {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
 impl EtcdServer {
     /// Starts etcd and waits until it answers `/health`. Call it from the test's own thread,
     /// not from a short-lived helper thread (see `die_with_parent`).
     pub fn start() -> EtcdServer {
+        Self::start_with(None)
+    }
+
+    /// An etcd with `--client-cert-auth`: TLS on its client port, every client with a
+    /// certificate signed by `tls.ca_file`.
+    pub fn start_with_tls(tls: &EtcdTls) -> EtcdServer {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&EtcdTls>) -> EtcdServer {
         for _ in 0..5 {
-            if let Some(server) = Self::try_start() {
+            if let Some(server) = Self::try_start(tls) {
                 return server;
             }
         }
         panic!("etcd did not start after 5 attempts");
     }
 
-    fn try_start() -> Option<EtcdServer> {
+    fn try_start(tls: Option<&EtcdTls>) -> Option<EtcdServer> {
         let data = tempfile::tempdir().expect("temporary directory for etcd");
         let client_port = free_port();
         let peer_port = free_port();
-        let client = format!("http://127.0.0.1:{client_port}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
         let mut command = Command::new(etcd_binary());
         command
@@ -163,14 +183,30 @@ impl EtcdServer {
             .arg("--log-level=error")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if let Some(tls) = tls {
+            command
+                .arg(format!("--cert-file={}", tls.cert_file.display()))
+                .arg(format!("--key-file={}", tls.key_file.display()))
+                .arg(format!("--trusted-ca-file={}", tls.ca_file.display()))
+                .arg("--client-cert-auth");
+        }
         let mut process = ChildGuard::spawn(&mut command).expect("start etcd");
+        // Over TLS the health check would need a client certificate: an open port is enough,
+        // and the test's first call retries until etcd serves.
+        let ready = |port: u16| {
+            if tls.is_some() {
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+            } else {
+                health_ok(port)
+            }
+        };
         let healthy = wait_until(Duration::from_secs(10), || {
             if let Ok(Some(_)) = process.child.try_wait() {
                 return true; // exited (port taken): retried below
             }
-            health_ok(client_port)
+            ready(client_port)
         });
-        if !healthy || !health_ok(client_port) {
+        if !healthy || !ready(client_port) {
             process.kill_hard();
             return None;
         }
@@ -380,6 +416,11 @@ impl BerthServer {
 
     pub fn pid(&self) -> i32 {
         self.process.pid()
+    }
+
+    /// Sends `signal` (SIGHUP: re-read the TLS certificates).
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        self.process.signal(signal);
     }
 
     /// SIGTERM, then waits for the exit (at most `within`).

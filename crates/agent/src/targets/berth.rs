@@ -4,7 +4,7 @@
 
 use super::{Owned, TargetError};
 use crate::container::{META_HOST, Record};
-use berth_client::{Client, ClientError, Instance, Registration};
+use berth_client::{Client, ClientError, ClientOptions, Instance, Registration};
 use futures::{StreamExt, stream};
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -77,11 +77,19 @@ fn split_key(key: &str) -> (&str, &str) {
 }
 
 impl BerthTarget {
-    /// `bases` are `http://host:port` URLs.
-    pub fn new(bases: &[String], host_id: &str) -> Result<BerthTarget, TargetError> {
+    /// `bases` are `http://host:port` or `https://host:port` URLs; `options` hold the token
+    /// and TLS trust.
+    pub fn new(
+        bases: &[String],
+        host_id: &str,
+        options: &ClientOptions,
+    ) -> Result<BerthTarget, TargetError> {
         let clients = bases
             .iter()
-            .map(|base| Client::new(base.clone()).map_err(|e| TargetError::Refused(e.to_string())))
+            .map(|base| {
+                Client::with_options(base.clone(), options)
+                    .map_err(|e| TargetError::Refused(e.to_string()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(BerthTarget {
             clients,

@@ -143,14 +143,16 @@ fn unreachable(error: etcd_client::Error) -> TargetError {
 }
 
 impl EtcdTarget {
-    /// `ttl`: attach keys to a lease of this TTL (ttl mode), or `None` (prune mode).
+    /// `ttl`: attach keys to a lease of this TTL (ttl mode), or `None` (prune mode);
+    /// `options`: TLS and credentials for etcd.
     pub async fn connect(
         endpoints: &[String],
         layout: EtcdLayout,
         host_id: &str,
         ttl: Option<Duration>,
+        options: Option<etcd_client::ConnectOptions>,
     ) -> Result<EtcdTarget, TargetError> {
-        let client = Client::connect(endpoints, None)
+        let client = Client::connect(endpoints, options)
             .await
             .map_err(unreachable)?;
         Ok(EtcdTarget {

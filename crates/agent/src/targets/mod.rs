@@ -12,6 +12,9 @@ mod etcd;
 pub use berth::BerthTarget;
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdLayout, EtcdTarget, PathElement};
+/// TLS and credentials for the etcd target.
+#[cfg(feature = "etcd")]
+pub use etcd_client::ConnectOptions as EtcdConnectOptions;
 
 use crate::container::Record;
 use std::collections::BTreeMap;

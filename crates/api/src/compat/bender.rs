@@ -8,11 +8,13 @@ use crate::extract::ApiPath;
 use crate::native::routing::{backend_draft, frontend_draft};
 use crate::reply::with_location;
 use crate::{ApiState, Routes, Surface};
+use axum::Extension;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_domain::catalog::{Backend, CatalogError, EntityName, Frontend, RawJson};
 use berth_domain::{Address, InstanceDefaults, InstanceDraft, InstanceId, ServiceName};
+use berth_registry::auth::Caller;
 use berth_registry::catalog::{RoutingEntity, extras_as_json};
 use berth_registry::{Consistency, LiveInstance, RegistryError};
 use serde_json::{Map, Value, json};
@@ -36,58 +38,91 @@ impl Default for Config {
 }
 
 pub(crate) fn routes(routes: Routes) -> Routes {
+    use crate::Access::*;
     use Surface::Bender;
     routes
         .add(
             Bender,
             Method::POST,
             "/registrations/{app}/{version}/{host}/{port}",
+            WriteService("app"),
             register,
         )
-        .add(Bender, Method::GET, "/registrations", all_registrations)
+        .add(
+            Bender,
+            Method::GET,
+            "/registrations",
+            ReadAll,
+            all_registrations,
+        )
         .add(
             Bender,
             Method::GET,
             "/registrations/{app}",
+            ReadService("app"),
             app_registrations,
         )
         .add(
             Bender,
             Method::GET,
             "/registrations/{app}/{version}",
+            ReadService("app"),
             version_registrations,
         )
-        .add(Bender, Method::GET, "/backends", list_entities::<Backend>)
-        .add(Bender, Method::POST, "/backends", create_entity::<Backend>)
+        .add(
+            Bender,
+            Method::GET,
+            "/backends",
+            CatalogRead,
+            list_entities::<Backend>,
+        )
+        .add(
+            Bender,
+            Method::POST,
+            "/backends",
+            CatalogWrite,
+            create_entity::<Backend>,
+        )
         .add(
             Bender,
             Method::GET,
             "/backends/{name}",
+            CatalogRead,
             get_entity::<Backend>,
         )
         .add(
             Bender,
             Method::DELETE,
             "/backends/{name}",
+            CatalogWrite,
             delete_entity::<Backend>,
         )
-        .add(Bender, Method::GET, "/frontends", list_entities::<Frontend>)
+        .add(
+            Bender,
+            Method::GET,
+            "/frontends",
+            CatalogRead,
+            list_entities::<Frontend>,
+        )
         .add(
             Bender,
             Method::POST,
             "/frontends",
+            CatalogWrite,
             create_entity::<Frontend>,
         )
         .add(
             Bender,
             Method::GET,
             "/frontends/{name}",
+            CatalogRead,
             get_entity::<Frontend>,
         )
         .add(
             Bender,
             Method::DELETE,
             "/frontends/{name}",
+            CatalogWrite,
             delete_entity::<Frontend>,
         )
 }
@@ -121,6 +156,12 @@ impl From<RegistryError> for BenderError {
             RegistryError::Catalog(error) => {
                 BenderError(StatusCode::CONFLICT, "CONFLICT", error.to_string())
             }
+            RegistryError::Unauthenticated(message) => {
+                BenderError(StatusCode::UNAUTHORIZED, "Unauthorized", message)
+            }
+            RegistryError::Forbidden(message) => {
+                BenderError(StatusCode::FORBIDDEN, "Forbidden", message)
+            }
             other => BenderError(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceUnavailable",
@@ -131,6 +172,16 @@ impl From<RegistryError> for BenderError {
 }
 
 type BenderResult<T> = Result<T, BenderError>;
+
+/// A request the auth check refused, in restify's error shape.
+pub(crate) fn denied(status: StatusCode, message: &str) -> Response {
+    let code = if status == StatusCode::UNAUTHORIZED {
+        "Unauthorized"
+    } else {
+        "Forbidden"
+    };
+    BenderError(status, code, message.to_string()).into_response()
+}
 
 /// A registration row: `{"id": "registration/app/version/host/port", …}`. `port` is a string,
 /// as HTTP registrations had it; `registered` is the last renewal this node saw (ms).
@@ -152,6 +203,7 @@ fn row(live: &LiveInstance) -> Value {
 /// `POST /registrations/{app}/{version}/{host}/{port}`: registers or renews, empty 200.
 async fn register(
     State(state): State<ApiState>,
+    Extension(by): Extension<Caller>,
     ApiPath((app, version, host, port)): ApiPath<(String, String, String, String)>,
 ) -> BenderResult<Response> {
     let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
@@ -178,7 +230,7 @@ async fn register(
     }
     .validate(service.as_str(), Some(id.as_str()), &defaults)
     .map_err(|e| BenderError::invalid(e.to_string()))?;
-    state.registry.register(spec).await?;
+    state.registry.register(spec, &by).await?;
     Ok(StatusCode::OK.into_response())
 }
 

@@ -22,46 +22,111 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 pub(crate) fn routes(routes: Routes) -> Routes {
+    use crate::Access::*;
     use Surface::Flow;
     routes
-        .add(Flow, Method::GET, "/applications", list_applications)
-        .add(Flow, Method::POST, "/applications", create_application)
+        .add(
+            Flow,
+            Method::GET,
+            "/applications",
+            CatalogRead,
+            list_applications,
+        )
+        .add(
+            Flow,
+            Method::POST,
+            "/applications",
+            CatalogWrite,
+            create_application,
+        )
         .add(
             Flow,
             Method::GET,
             "/applications/versions",
+            CatalogRead,
             application_versions,
         )
-        .add(Flow, Method::GET, "/applications/yaml", applications_yaml)
-        .add(Flow, Method::GET, "/applications/{id}", get_application)
-        .add(Flow, Method::PUT, "/applications/{id}", put_application)
+        .add(
+            Flow,
+            Method::GET,
+            "/applications/yaml",
+            CatalogRead,
+            applications_yaml,
+        )
+        .add(
+            Flow,
+            Method::GET,
+            "/applications/{id}",
+            CatalogRead,
+            get_application,
+        )
+        .add(
+            Flow,
+            Method::PUT,
+            "/applications/{id}",
+            CatalogWrite,
+            put_application,
+        )
         .add(
             Flow,
             Method::DELETE,
             "/applications/{id}",
+            CatalogWrite,
             delete_application,
         )
         .add(
             Flow,
             Method::PUT,
             "/applications/{id}/dependencies/{dependency}",
+            CatalogWrite,
             put_dependency,
         )
         .add(
             Flow,
             Method::DELETE,
             "/applications/{id}/dependencies/{dependency}",
+            CatalogWrite,
             delete_dependency,
         )
-        .add(Flow, Method::GET, "/services", list_services)
-        .add(Flow, Method::POST, "/services", create_service)
-        .add(Flow, Method::GET, "/services/versions", service_versions)
-        .add(Flow, Method::GET, "/services/{id}", get_service)
-        .add(Flow, Method::PUT, "/services/{id}", put_service)
-        .add(Flow, Method::DELETE, "/services/{id}", delete_service)
-        .add(Flow, Method::GET, "/_internal_/startup", kube_health)
-        .add(Flow, Method::GET, "/_internal_/live", kube_health)
-        .add(Flow, Method::GET, "/_internal_/ready", kube_health)
+        .add(Flow, Method::GET, "/services", CatalogRead, list_services)
+        .add(
+            Flow,
+            Method::POST,
+            "/services",
+            CatalogWrite,
+            create_service,
+        )
+        .add(
+            Flow,
+            Method::GET,
+            "/services/versions",
+            CatalogRead,
+            service_versions,
+        )
+        .add(
+            Flow,
+            Method::GET,
+            "/services/{id}",
+            CatalogRead,
+            get_service,
+        )
+        .add(
+            Flow,
+            Method::PUT,
+            "/services/{id}",
+            CatalogWrite,
+            put_service,
+        )
+        .add(
+            Flow,
+            Method::DELETE,
+            "/services/{id}",
+            CatalogWrite,
+            delete_service,
+        )
+        .add(Flow, Method::GET, "/_internal_/startup", Open, kube_health)
+        .add(Flow, Method::GET, "/_internal_/live", Open, kube_health)
+        .add(Flow, Method::GET, "/_internal_/ready", Open, kube_health)
 }
 
 /// flow's answers: 422 `generic_error` with messages, an empty 404, or (ours) a 503.
@@ -70,6 +135,7 @@ enum FlowError {
     NotFound,
     TooLarge(String),
     Unavailable(String),
+    Denied(StatusCode, String),
 }
 
 impl FlowError {
@@ -106,6 +172,7 @@ impl IntoResponse for FlowError {
                 axum::Json(json!({"code": "generic_error", "messages": [message]})),
             )
                 .into_response(),
+            FlowError::Denied(status, message) => denied(status, &message),
         }
     }
 }
@@ -174,6 +241,10 @@ fn registry_error(error: RegistryError) -> FlowError {
         }
         RegistryError::Catalog(error) => catalog_message(error, None, None),
         RegistryError::Conflict { message, .. } => FlowError::message(message),
+        RegistryError::Unauthenticated(message) => {
+            FlowError::Denied(StatusCode::UNAUTHORIZED, message)
+        }
+        RegistryError::Forbidden(message) => FlowError::Denied(StatusCode::FORBIDDEN, message),
         other => FlowError::Unavailable(other.to_string()),
     }
 }
@@ -185,6 +256,15 @@ impl From<RegistryError> for FlowError {
 }
 
 type FlowResult<T> = Result<T, FlowError>;
+
+/// A request the auth check refused, in flow's error shape.
+pub(crate) fn denied(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"code": "generic_error", "messages": [message]})),
+    )
+        .into_response()
+}
 
 #[derive(Serialize)]
 struct ServiceRef<'a> {

@@ -8,12 +8,14 @@ use super::{Fields, read_fields};
 use crate::cache::Freshness;
 use crate::extract::ApiPath;
 use crate::{ApiState, Routes, Surface};
+use axum::Extension;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_domain::{
     Address, Instance, InstanceDefaults, InstanceDraft, InstanceId, InstanceSpec, ServiceName,
 };
+use berth_registry::auth::Caller;
 use berth_registry::{InstanceRef, LiveInstance, RegistryError};
 use serde_json::{Map, Value, json};
 use std::net::{IpAddr, SocketAddr};
@@ -42,28 +44,50 @@ impl Default for Config {
 const TAG_META_PREFIX: &str = "lyft.tag.";
 
 pub(crate) fn routes(routes: Routes) -> Routes {
+    use crate::Access::*;
     use Surface::Lyft;
     routes
-        .add(Lyft, Method::GET, "/healthcheck", healthcheck)
-        .add(Lyft, Method::GET, "/v1/registration/{service}", get_service)
-        .add(Lyft, Method::POST, "/v1/registration/{service}", register)
-        .add(Lyft, Method::GET, "/v1/registration/repo/{repo}", get_repo)
+        .add(Lyft, Method::GET, "/healthcheck", Open, healthcheck)
+        .add(
+            Lyft,
+            Method::GET,
+            "/v1/registration/{service}",
+            ReadService("service"),
+            get_service,
+        )
+        .add(
+            Lyft,
+            Method::POST,
+            "/v1/registration/{service}",
+            WriteService("service"),
+            register,
+        )
+        .add(
+            Lyft,
+            Method::GET,
+            "/v1/registration/repo/{repo}",
+            ReadAll,
+            get_repo,
+        )
         .add(
             Lyft,
             Method::DELETE,
             "/v1/registration/{service}/{ip}",
+            WriteService("service"),
             delete_host,
         )
         .add(
             Lyft,
             Method::POST,
             "/v1/loadbalancing/{service}/{ip}",
+            WriteService("service"),
             set_weight,
         )
         .add(
             Lyft,
             Method::POST,
             "/v1/loadbalancing/{service}",
+            WriteService("service"),
             set_weight_everywhere,
         )
 }
@@ -74,6 +98,7 @@ enum LyftError {
     Error(StatusCode, &'static str),
     TooLarge(String),
     Unavailable(String),
+    Denied(StatusCode, String),
 }
 
 impl LyftError {
@@ -104,6 +129,7 @@ impl IntoResponse for LyftError {
                 axum::Json(json!({"message": message})),
             )
                 .into_response(),
+            LyftError::Denied(status, message) => denied(status, &message),
         }
     }
 }
@@ -112,9 +138,18 @@ impl From<RegistryError> for LyftError {
     fn from(error: RegistryError) -> Self {
         match error {
             RegistryError::Invalid(_) | RegistryError::NotFound(_) => LyftError::Invalid,
+            RegistryError::Unauthenticated(message) => {
+                LyftError::Denied(StatusCode::UNAUTHORIZED, message)
+            }
+            RegistryError::Forbidden(message) => LyftError::Denied(StatusCode::FORBIDDEN, message),
             other => LyftError::Unavailable(other.to_string()),
         }
     }
+}
+
+/// A request the auth check refused, in lyft's error shape.
+pub(crate) fn denied(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({"error": message}))).into_response()
 }
 
 type LyftResult<T> = Result<T, LyftError>;
@@ -368,6 +403,7 @@ fn defaults(state: &ApiState) -> InstanceDefaults {
 /// `POST /v1/registration/{service}`: registers or renews the host `ip:port`.
 async fn register(
     State(state): State<ApiState>,
+    Extension(by): Extension<Caller>,
     ApiPath(service): ApiPath<String>,
     request: Request,
 ) -> LyftResult<Response> {
@@ -403,19 +439,24 @@ async fn register(
     let defaults = defaults(&state);
     state
         .registry
-        .register_with(&service_name, &id, |existing| {
-            let mut draft = existing
-                .map(|i| InstanceDraft::from(&i.spec))
-                .unwrap_or_default();
-            draft.id = Some(id.to_string());
-            draft.address = Some(address.to_string());
-            draft.port = Some(i64::from(port));
-            draft.revision = Some(revision.clone());
-            draft.repo = Some(repo.clone());
-            draft.ttl_ms = Some(defaults.ttl.as_millis() as i64);
-            tags.merge_into(&mut draft);
-            Ok(draft.validate(service_name.as_str(), Some(id.as_str()), &defaults)?)
-        })
+        .register_with(
+            &service_name,
+            &id,
+            |existing| {
+                let mut draft = existing
+                    .map(|i| InstanceDraft::from(&i.spec))
+                    .unwrap_or_default();
+                draft.id = Some(id.to_string());
+                draft.address = Some(address.to_string());
+                draft.port = Some(i64::from(port));
+                draft.revision = Some(revision.clone());
+                draft.repo = Some(repo.clone());
+                draft.ttl_ms = Some(defaults.ttl.as_millis() as i64);
+                tags.merge_into(&mut draft);
+                Ok(draft.validate(service_name.as_str(), Some(id.as_str()), &defaults)?)
+            },
+            &by,
+        )
         .await?;
     Ok(axum::Json(json!({})).into_response())
 }
@@ -460,6 +501,7 @@ fn write_error(error: RegistryError) -> LyftError {
 /// command.
 async fn delete_host(
     State(state): State<ApiState>,
+    Extension(by): Extension<Caller>,
     ApiPath((service, target)): ApiPath<(String, String)>,
 ) -> LyftResult<Response> {
     let target = HostTarget::parse(&target)?;
@@ -468,7 +510,7 @@ async fn delete_host(
     };
     let removed = state
         .registry
-        .deregister_where(&service, |spec| target.matches(spec))
+        .deregister_where(&service, |spec| target.matches(spec), &by)
         .await
         .map_err(write_error)?;
     if removed == 0 {
@@ -507,22 +549,28 @@ async fn apply_weight(
     service: &ServiceName,
     select: impl Fn(&InstanceSpec) -> bool,
     weight: u8,
+    by: &Caller,
 ) -> LyftResult<usize> {
     state
         .registry
-        .update_where(service, select, |current| {
-            let mut draft = InstanceDraft::from(&current.spec);
-            draft.weight = Some(i64::from(weight));
-            let bounds = InstanceDefaults {
-                min_ttl: berth_domain::LOWEST_TTL,
-                ..InstanceDefaults::default()
-            };
-            Ok(draft.validate(
-                current.spec.service().as_str(),
-                Some(current.spec.id().as_str()),
-                &bounds,
-            )?)
-        })
+        .update_where(
+            service,
+            select,
+            |current| {
+                let mut draft = InstanceDraft::from(&current.spec);
+                draft.weight = Some(i64::from(weight));
+                let bounds = InstanceDefaults {
+                    min_ttl: berth_domain::LOWEST_TTL,
+                    ..InstanceDefaults::default()
+                };
+                Ok(draft.validate(
+                    current.spec.service().as_str(),
+                    Some(current.spec.id().as_str()),
+                    &bounds,
+                )?)
+            },
+            by,
+        )
         .await
         .map_err(write_error)
 }
@@ -530,6 +578,7 @@ async fn apply_weight(
 /// `POST /v1/loadbalancing/{service}/{ip}`: the weight of every port of the IP.
 async fn set_weight(
     State(state): State<ApiState>,
+    Extension(by): Extension<Caller>,
     ApiPath((service, target)): ApiPath<(String, String)>,
     request: Request,
 ) -> LyftResult<Response> {
@@ -539,7 +588,7 @@ async fn set_weight(
     let Ok(service) = ServiceName::parse("service", &service) else {
         return Err(host_not_found);
     };
-    if apply_weight(&state, &service, |spec| target.matches(spec), weight).await? == 0 {
+    if apply_weight(&state, &service, |spec| target.matches(spec), weight, &by).await? == 0 {
         return Err(host_not_found);
     }
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -548,12 +597,13 @@ async fn set_weight(
 /// `POST /v1/loadbalancing/{service}`: the weight of every host of the service.
 async fn set_weight_everywhere(
     State(state): State<ApiState>,
+    Extension(by): Extension<Caller>,
     ApiPath(service): ApiPath<String>,
     request: Request,
 ) -> LyftResult<Response> {
     let weight = weight(request).await?;
     if let Ok(service) = ServiceName::parse("service", &service) {
-        apply_weight(&state, &service, |_| true, weight).await?;
+        apply_weight(&state, &service, |_| true, weight, &by).await?;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

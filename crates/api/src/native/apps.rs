@@ -197,10 +197,12 @@ pub async fn put_port(
     request: Request,
 ) -> ApiResult<Response> {
     let (id, kind) = (parse_app(&id)?, parse_kind(&kind)?);
+    let said_json = crate::extract::require_json(request.headers());
     let body = read_body(request).await?;
     let choice: PortBody = if body.iter().all(u8::is_ascii_whitespace) {
         PortBody::default()
     } else {
+        said_json?;
         crate::extract::parse_json(&body)?
     };
     let choice = PortChoice::validate(choice.external, choice.internal)

@@ -8,11 +8,13 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::Params;
 use crate::metrics::InFlight;
 use crate::native::instances::{InstanceDto, parse_service};
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use berth_domain::ServiceName;
+use berth_registry::auth::Caller;
 use berth_registry::{EventItem, EventSubscription, FeedBatch, InstanceEventKind, Revision};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -147,6 +149,7 @@ fn into_stream(subscription: EventSubscription) -> impl Stream<Item = Bytes> {
 
 pub async fn events(
     State(state): State<ApiState>,
+    Extension(by): Extension<Caller>,
     headers: HeaderMap,
     params: Params,
 ) -> ApiResult<Response> {
@@ -177,7 +180,13 @@ pub async fn events(
         );
     }
     let subscription = state.registry.subscribe(service, after.map(Revision)).await;
+    // The stream ends at shutdown, and when the token that opened it is revoked.
+    let registry = state.registry.clone();
     let shutdown = state.shutdown.clone().cancelled_owned();
+    let ended = futures::future::select(
+        Box::pin(shutdown),
+        Box::pin(async move { registry.revoked(&by).await }),
+    );
     let open = InFlight::new(metrics::gauge!("berth_http_event_streams"));
     let stream = into_stream(subscription)
         .map(move |bytes| {
@@ -185,7 +194,7 @@ pub async fn events(
             let _open = &open;
             Ok::<_, Infallible>(bytes)
         })
-        .take_until(shutdown);
+        .take_until(ended);
     Ok((
         [
             (

@@ -9,10 +9,12 @@ use crate::extract::{ApiPath, JsonBody, Params, encode_segment};
 use crate::format::rfc3339;
 use crate::metrics::InFlight;
 use crate::reply::{json_bytes, with_location};
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use berth_domain::{Address, InstanceDraft, InstanceFilter, InstanceId, ServiceName};
+use berth_registry::auth::Caller;
 use berth_registry::{Consistency, InstanceRef, RegistrationOutcome, Revision, ServiceView};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -53,6 +55,7 @@ pub struct InstanceBody {
     last_heartbeat: Option<serde::de::IgnoredAny>,
     expires_at: Option<serde::de::IgnoredAny>,
     revision_index: Option<serde::de::IgnoredAny>,
+    owner: Option<serde::de::IgnoredAny>,
 }
 
 impl InstanceBody {
@@ -62,6 +65,7 @@ impl InstanceBody {
             ("last_heartbeat", self.last_heartbeat.is_some()),
             ("expires_at", self.expires_at.is_some()),
             ("revision_index", self.revision_index.is_some()),
+            ("owner", self.owner.is_some()),
         ] {
             if present {
                 return Err(ApiError::bad_request(format!(
@@ -121,6 +125,9 @@ pub struct InstanceDto<'a> {
     canary: bool,
     tags: &'a [String],
     meta: &'a BTreeMap<String, String>,
+    /// The team whose token registered it (with auth on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<&'a str>,
     registered_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_heartbeat: Option<String>,
@@ -159,6 +166,7 @@ impl<'a> InstanceDto<'a> {
             canary: spec.canary(),
             tags: spec.tags(),
             meta: spec.meta(),
+            owner: instance.owner.as_ref().map(|owner| owner.as_str()),
             registered_at: rfc3339(instance.registered_at),
             last_heartbeat: None,
             expires_at: None,
@@ -180,12 +188,13 @@ async fn register(
     service: &str,
     path_id: Option<&str>,
     body: InstanceBody,
+    by: &Caller,
 ) -> ApiResult<Response> {
     let draft = body.into_draft(service)?;
     let spec = draft
         .validate(service, path_id, &state.registry.instance_defaults())
         .map_err(|e| ApiError::invalid(&e))?;
-    let registered = state.registry.register(spec).await?;
+    let registered = state.registry.register(spec, by).await?;
     let status = match registered.outcome {
         RegistrationOutcome::Created => StatusCode::CREATED,
         RegistrationOutcome::Updated | RegistrationOutcome::Renewed => StatusCode::OK,
@@ -207,18 +216,20 @@ async fn register(
 
 pub async fn put_instance(
     State(state): State<ApiState>,
+    Extension(by): Extension<Caller>,
     ApiPath((service, id)): ApiPath<(String, String)>,
     JsonBody(body): JsonBody<InstanceBody>,
 ) -> ApiResult<Response> {
-    register(&state, &service, Some(&id), body).await
+    register(&state, &service, Some(&id), body, &by).await
 }
 
 pub async fn post_instance(
     State(state): State<ApiState>,
+    Extension(by): Extension<Caller>,
     ApiPath(service): ApiPath<String>,
     JsonBody(body): JsonBody<InstanceBody>,
 ) -> ApiResult<Response> {
-    register(&state, &service, None, body).await
+    register(&state, &service, None, body, &by).await
 }
 
 #[derive(Serialize)]
@@ -247,10 +258,11 @@ pub async fn heartbeat(
 
 pub async fn delete_instance(
     State(state): State<ApiState>,
+    Extension(by): Extension<Caller>,
     ApiPath((service, id)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let (service, id) = (parse_service(&service)?, parse_id(&id)?);
-    state.registry.deregister(&service, &id).await?;
+    state.registry.deregister(&service, &id, &by).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -295,6 +307,7 @@ pub fn service_body(view: &ServiceView, filter: &InstanceFilter) -> Vec<u8> {
 
 pub async fn list_instances(
     State(state): State<ApiState>,
+    Extension(by): Extension<Caller>,
     ApiPath(service): ApiPath<String>,
     params: Params,
 ) -> ApiResult<Response> {
@@ -330,6 +343,13 @@ pub async fn list_instances(
             tokio::select! {
                 view = state.registry.wait_for_service(&service, Revision(index), wait) => view?,
                 () = state.shutdown.cancelled() => state.registry.service(&service, Consistency::Local).await?,
+                () = state.registry.revoked(&by) => {
+                    return Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "the token was revoked while the query waited",
+                    ));
+                }
             }
         }
         _ => state.registry.service(&service, consistency).await?,

@@ -152,6 +152,9 @@ pub async fn import(State(state): State<ApiState>, request: Request) -> ApiResul
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.contains("yaml"));
+    if !yaml {
+        crate::extract::require_json(request.headers())?;
+    }
     let body = read_body_up_to(request, IMPORT_BODY_LIMIT).await?;
     let dto: CatalogDto<'_> = if yaml {
         serde_norway::from_slice(&body).map_err(|e| {

@@ -205,7 +205,9 @@ async fn published_ports_appear_and_vanish_with_their_containers() {
         .find(|event| event["message"] == "metrics at /metrics")
         .and_then(|event| event["address"].as_str().map(String::from))
         .expect("the metrics address in the log");
-    let text = reqwest::get(format!("http://{metrics_address}/metrics"))
+    let text = crate::support::http()
+        .get(format!("http://{metrics_address}/metrics"))
+        .send()
         .await
         .unwrap()
         .text()
@@ -740,4 +742,102 @@ fn bad_settings_exit_2_naming_the_flag_and_an_unreachable_engine_exits_1() {
         &stderr,
         "cannot reach the Docker engine at unix:///nonexistent/docker.sock",
     );
+}
+
+/// With auth on, the agent sends the token of its file: what it registers belongs to the
+/// token's team.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_registers_with_its_token_file_as_its_team() {
+    let scope = DockerScope::new();
+    let (keep, dir) = data_dir();
+    let mut args = vec![format!("--data-dir={}", dir.display())];
+    args.extend(crate::auth::auth_args(keep.path()));
+    let berth = Berth::start(&args);
+    let admin = crate::auth::admin(&berth);
+    let made = admin
+        .create_token("platform", &["write:*".into(), "read:*".into()], "agent")
+        .await
+        .unwrap();
+    let token_file = keep.path().join("agent-token");
+    std::fs::write(&token_file, made.secret.unwrap()).unwrap();
+    let _agent = start_agent(
+        &scope,
+        &berth_target(&berth),
+        "host-t",
+        &[&format!("--token-file={}", token_file.display())],
+    );
+    let container = name(&scope, "owned");
+    scope.run(
+        &["--name", &container, "-p", "127.0.0.1::8080"],
+        &scope.image("owned:1"),
+        IDLE,
+    );
+    let (found, _) = settle(&admin, "owned", 1, PROMPT).await;
+    assert_eq!(found[0].owner.as_deref(), Some("platform"));
+    docker(&["stop", &container]);
+    settle(&admin, "owned", 0, PROMPT).await;
+}
+
+/// The etcd target over TLS with a client certificate and a user (service-registrar's layout
+/// on a secured etcd).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_etcd_target_reaches_an_etcd_with_tls_and_authentication() {
+    use berth_testkit::pki::Authority;
+    let scope = DockerScope::new();
+    let (keep, _) = data_dir();
+    let dir = keep.path();
+    let authority = Authority::new("etcd CA");
+    let ca = authority.write_certificate(&dir.join("etcd-ca.pem"));
+    let peer = authority.issue(dir, "etcd", "etcd", &["localhost", "127.0.0.1"]);
+    let client = authority.issue(dir, "agent", "agent", &[]);
+    let etcd = EtcdServer::start_with_tls(&berth_testkit::EtcdTls {
+        ca_file: ca.clone(),
+        cert_file: peer.cert_file.clone(),
+        key_file: peer.key_file.clone(),
+    });
+    let mut kv = crate::tls::enable_etcd_auth(&etcd, &ca, &client, "agent-pw").await;
+    let password_file = dir.join("password");
+    std::fs::write(&password_file, "agent-pw").unwrap();
+    let _agent = start_agent(
+        &scope,
+        &format!("etcd://{}", etcd.endpoint()),
+        "host-s",
+        &[
+            "--mode=prune",
+            &format!("--etcd-ca-file={}", ca.display()),
+            &format!("--etcd-cert-file={}", client.cert_file.display()),
+            &format!("--etcd-key-file={}", client.key_file.display()),
+            "--etcd-user=root",
+            &format!("--etcd-password-file={}", password_file.display()),
+        ],
+    );
+    let container = name(&scope, "sec");
+    scope.run(
+        &[
+            "--name",
+            &container,
+            "-p",
+            "127.0.0.1::4001",
+            "-e",
+            "NAME=sec",
+        ],
+        &scope.image("sec:1"),
+        IDLE,
+    );
+    let found = until("the key in the secured etcd", PROMPT, || {
+        let mut kv = kv.clone();
+        async move {
+            let answer = kv
+                .get(
+                    "/services/sec/",
+                    Some(etcd_client::GetOptions::new().with_prefix()),
+                )
+                .await
+                .unwrap();
+            (!answer.kvs().is_empty()).then_some(answer.kvs().len())
+        }
+    })
+    .await;
+    assert_eq!(found, 1);
+    let _ = kv.status().await.unwrap();
 }

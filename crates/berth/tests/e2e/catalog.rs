@@ -25,7 +25,7 @@ async fn call(client: &Client, method: Method, path: &str, body: Option<Value>) 
 
 /// The error of a call that must fail: (status, body's error object).
 async fn refused(berth: &Berth, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    let response = crate::support::http()
         .request(method, format!("{}{path}", berth.base))
         .json(&body)
         .send()
@@ -289,7 +289,7 @@ async fn export_and_import_round_trip(berth: &Berth) {
 
 async fn backends_show_their_live_members(berth: &Berth) {
     let client = berth.client();
-    let created = reqwest::Client::new()
+    let created = crate::support::http()
         .post(format!("{}/v1/backends", berth.base))
         .json(&json!({"name": "hw", "app": "hello", "version": "1.0.0", "port": 80}))
         .send()

@@ -398,7 +398,7 @@ async fn unknown_paths_and_wrong_methods_answer_like_restify() {
     )
     .await;
     assert_error(&broken, 400, "INVALID", "Backend name is required");
-    let reply = reqwest::Client::new()
+    let reply = crate::support::http()
         .post(format!("{}/backends", berth.base))
         .header("content-type", "application/json")
         .body("{not json")

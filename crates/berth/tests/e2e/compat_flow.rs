@@ -446,7 +446,7 @@ async fn every_legacy_application_message() {
     )
     .await;
     assert_eq!(broken.status, 422);
-    let reply = reqwest::Client::new()
+    let reply = crate::support::http()
         .post(format!("{}/applications", berth.base))
         .header("content-type", "application/json")
         .body("{\"id\": ")

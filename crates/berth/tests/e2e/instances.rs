@@ -217,7 +217,7 @@ async fn two_hundred_concurrent_registrations_land(berth: &Berth) {
 }
 
 async fn bad_bodies_get_json_errors_and_change_nothing(berth: &Berth) {
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let url = format!("{}/v1/services/bad/instances/x", berth.base);
     let before = health_revision(&berth.base).await;
     let ten_megabytes = format!(
@@ -272,7 +272,13 @@ async fn bad_bodies_get_json_errors_and_change_nothing(berth: &Berth) {
         ("10 MB", ten_megabytes, 413, None),
     ];
     for (name, body, status, field) in cases {
-        let response = http.put(&url).body(body).send().await.unwrap();
+        let response = http
+            .put(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status().as_u16(), status, "{name}");
         let error: serde_json::Value = response
             .json()

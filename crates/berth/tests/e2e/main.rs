@@ -6,6 +6,7 @@
 )]
 
 mod agent;
+mod auth;
 mod caches;
 mod catalog;
 mod cli;
@@ -16,3 +17,4 @@ mod compat_lyft;
 mod instances;
 mod process;
 mod support;
+mod tls;

@@ -67,9 +67,18 @@ impl Berth {
     }
 }
 
+/// An HTTP client for raw requests (with the process's TLS provider installed, as reqwest
+/// needs one).
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// The current store revision, from `/health`.
 pub async fn health_revision(base: &str) -> i64 {
-    let health: serde_json::Value = reqwest::get(format!("{base}/health"))
+    let health: serde_json::Value = crate::support::http()
+        .get(format!("{base}/health"))
+        .send()
         .await
         .unwrap()
         .json()
@@ -80,7 +89,9 @@ pub async fn health_revision(base: &str) -> i64 {
 
 /// A metric's value from `/metrics` (a gauge or counter without labels); 0 when absent.
 pub async fn metric(base: &str, name: &str) -> f64 {
-    let text = reqwest::get(format!("{base}/metrics"))
+    let text = crate::support::http()
+        .get(format!("{base}/metrics"))
+        .send()
         .await
         .unwrap()
         .text()
@@ -165,7 +176,7 @@ pub async fn send(
     headers: &[(&str, &str)],
 ) -> Reply {
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut request = reqwest::Client::new().request(method, format!("{base}{path}"));
+    let mut request = crate::support::http().request(method, format!("{base}{path}"));
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -195,7 +206,7 @@ pub async fn send(
 /// Sends a 2 MiB body (above every API's 1 MiB limit) and returns the answer.
 pub async fn send_oversized(base: &str, method: &str, path: &str, content_type: &str) -> Reply {
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let response = reqwest::Client::new()
+    let response = crate::support::http()
         .request(method, format!("{base}{path}"))
         .header("content-type", content_type)
         .body(vec![b'a'; 2 * 1024 * 1024])

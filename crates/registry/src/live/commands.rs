@@ -2,6 +2,7 @@
 //! compare-and-swap transaction on the instance's key, retried when another writer got there
 //! first, and the instance's record always sits on its own lease.
 
+use crate::auth::Caller;
 use crate::error::{RegistryError, Result};
 use crate::live::records::{StoredInstance, decode_instance, encode_instance};
 use crate::live::view::LiveInstance;
@@ -71,12 +72,35 @@ pub struct HeartbeatAck {
     pub ttl: Duration,
 }
 
+/// Refuses a change of `instance` that `by` may not make (another team's).
+fn may_change(by: &Caller, instance: &Instance) -> Result<()> {
+    if by.may_change(instance.owner.as_ref()) {
+        return Ok(());
+    }
+    let spec = &instance.spec;
+    Err(RegistryError::Forbidden(format!(
+        "instance {} of {} belongs to team {}: only its tokens (or an administrator's) may change \
+         or remove it",
+        spec.id(),
+        spec.service(),
+        instance.owner.as_ref().map_or("-", |o| o.as_str())
+    )))
+}
+
+/// Who owns an instance after `by` changed it: its team still, or `by`'s team when it had none
+/// (the first change claims it).
+fn owner_after_change(by: &Caller, instance: &Instance) -> Option<berth_domain::auth::Owner> {
+    instance.owner.clone().or_else(|| by.owner().cloned())
+}
+
 impl Registry {
     /// Registers `spec`, or renews it when the same instance is already registered with the
-    /// same fields, or updates it when its fields changed.
-    pub async fn register(&self, spec: InstanceSpec) -> Result<Registered> {
+    /// same fields, or updates it when its fields changed. A new instance belongs to `by`'s
+    /// team; changing an existing one needs a token of its team (or an administrator's); one
+    /// that nobody owns is claimed by the first change (see [`Caller::may_change`]).
+    pub async fn register(&self, spec: InstanceSpec, by: &Caller) -> Result<Registered> {
         let (service, id) = (spec.service().clone(), spec.id().clone());
-        self.register_with(&service, &id, |_| Ok(spec.clone()))
+        self.register_with(&service, &id, |_| Ok(spec.clone()), by)
             .await
     }
 
@@ -87,8 +111,9 @@ impl Registry {
         service: &ServiceName,
         id: &InstanceId,
         build: impl Fn(Option<&Instance>) -> Result<InstanceSpec>,
+        by: &Caller,
     ) -> Result<Registered> {
-        if let Some(renewed) = self.renew_from_view(service, id, &build).await? {
+        if let Some(renewed) = self.renew_from_view(service, id, &build, by).await? {
             self.inner.counters.registrations[2].increment(1);
             return Ok(renewed);
         }
@@ -108,9 +133,9 @@ impl Registry {
             }
             let now = self.now();
             let attempt = match (&current, stored) {
-                (None, _) => self.create(&key, spec, now).await?,
+                (None, _) => self.create(&key, spec, now, by).await?,
                 (Some(kv), Some(stored)) => {
-                    self.replace(&key, kv.mod_revision, stored, spec, now)
+                    self.replace(&key, kv.mod_revision, stored, spec, now, by)
                         .await?
                 }
                 (Some(_), None) => unreachable!("decoded above"),
@@ -139,13 +164,17 @@ impl Registry {
         service: &ServiceName,
         id: &InstanceId,
         build: &impl Fn(Option<&Instance>) -> Result<InstanceSpec>,
+        by: &Caller,
     ) -> Result<Option<Registered>> {
         self.sync_local_writes().await?;
         let Some(live) = self.view_instance(service, id) else {
             return Ok(None);
         };
         let spec = build(Some(&live.instance))?;
-        if spec != live.instance.spec {
+        // A registration that claims an unowned instance is a change, not a renewal.
+        if spec != live.instance.spec
+            || owner_after_change(by, &live.instance) != live.instance.owner
+        {
             return Ok(None);
         }
         match self.store().lease_keepalive(live.lease).await {
@@ -171,12 +200,14 @@ impl Registry {
         key: &bytes::Bytes,
         spec: InstanceSpec,
         now: Timestamp,
+        by: &Caller,
     ) -> Result<Option<Registered>> {
         let store = self.store();
         let grant = store.lease_grant(spec.ttl()).await?;
         let instance = Instance {
             spec,
             registered_at: now,
+            owner: by.owner().cloned(),
         };
         let txn = Txn::new()
             .when(vec![Compare::absent(key.clone())])
@@ -214,9 +245,14 @@ impl Registry {
         stored: StoredInstance,
         spec: InstanceSpec,
         now: Timestamp,
+        by: &Caller,
     ) -> Result<Option<Registered>> {
         let store = self.store();
-        let unchanged = stored.instance.spec == spec;
+        let unchanged = stored.instance.spec == spec
+            && owner_after_change(by, &stored.instance) == stored.instance.owner;
+        if !unchanged {
+            may_change(by, &stored.instance)?;
+        }
         // The same lease serves as long as it is alive and has the asked TTL.
         let mut live_lease = None;
         if let Some(lease) = stored
@@ -251,6 +287,7 @@ impl Registry {
         let instance = Instance {
             spec,
             registered_at: stored.instance.registered_at,
+            owner: owner_after_change(by, &stored.instance),
         };
         let txn = Txn::new()
             .when(vec![Compare::unchanged_since(key.clone(), seen)])
@@ -318,13 +355,28 @@ impl Registry {
         }
     }
 
-    /// Removes an instance now. Its `offline` event says `deregistered`.
-    pub async fn deregister(&self, service: &ServiceName, id: &InstanceId) -> Result<()> {
+    /// Removes an instance now (`by` must be of its team, or an administrator). Its `offline`
+    /// event says `deregistered`.
+    pub async fn deregister(
+        &self,
+        service: &ServiceName,
+        id: &InstanceId,
+        by: &Caller,
+    ) -> Result<()> {
         let key = keys::instance_key(service.as_str(), id.as_str());
         let removed = self
-            .remove_records(|| async {
-                Ok(get(self.store(), key.clone()).await?.into_iter().collect())
-            })
+            .remove_records(
+                || async {
+                    match get(self.store(), key.clone()).await? {
+                        Some(kv) => {
+                            let stored = decode_instance(&kv).map_err(RegistryError::Internal)?;
+                            Ok(vec![(kv, stored)])
+                        }
+                        None => Ok(Vec::new()),
+                    }
+                },
+                by,
+            )
             .await?;
         if removed == 0 {
             return Err(RegistryError::NotFound(format!(
@@ -340,15 +392,18 @@ impl Registry {
         &self,
         service: &ServiceName,
         select: impl Fn(&InstanceSpec) -> bool,
+        by: &Caller,
     ) -> Result<usize> {
-        self.remove_records(|| async {
-            let records = self.stored_instances(service).await?;
-            Ok(records
-                .into_iter()
-                .filter(|(_, stored)| select(&stored.instance.spec))
-                .map(|(kv, _)| kv)
-                .collect())
-        })
+        self.remove_records(
+            || async {
+                let records = self.stored_instances(service).await?;
+                Ok(records
+                    .into_iter()
+                    .filter(|(_, stored)| select(&stored.instance.spec))
+                    .collect())
+            },
+            by,
+        )
         .await
     }
 
@@ -361,6 +416,7 @@ impl Registry {
         service: &ServiceName,
         select: impl Fn(&InstanceSpec) -> bool,
         edit: impl Fn(&Instance) -> Result<InstanceSpec>,
+        by: &Caller,
     ) -> Result<usize> {
         for attempt in 0..ATTEMPTS {
             let mut compares = Vec::new();
@@ -380,9 +436,11 @@ impl Registry {
                         "an update cannot move an instance to another service or id",
                     ));
                 }
+                may_change(by, &stored.instance)?;
                 let instance = Instance {
                     spec,
                     registered_at: stored.instance.registered_at,
+                    owner: owner_after_change(by, &stored.instance),
                 };
                 compares.push(Compare::unchanged_since(kv.key.clone(), kv.mod_revision));
                 ops.push(TxnOp::put(
@@ -439,16 +497,20 @@ impl Registry {
     /// Deletes the records `read` finds, in one transaction with a deregistration marker on
     /// each one's lease (so the marker goes when the lease is revoked right after, or expires
     /// should this node die first), again and again while they change meanwhile.
-    async fn remove_records<F>(&self, read: impl Fn() -> F) -> Result<usize>
+    async fn remove_records<F>(&self, read: impl Fn() -> F, by: &Caller) -> Result<usize>
     where
-        F: std::future::Future<Output = Result<Vec<berth_store::KeyValue>>>,
+        F: std::future::Future<Output = Result<Vec<(berth_store::KeyValue, StoredInstance)>>>,
     {
         let mut with_markers = true;
         for _ in 0..ATTEMPTS {
-            let records = read().await?;
-            if records.is_empty() {
+            let found = read().await?;
+            if found.is_empty() {
                 return Ok(0);
             }
+            for (_, stored) in &found {
+                may_change(by, &stored.instance)?;
+            }
+            let records: Vec<berth_store::KeyValue> = found.into_iter().map(|(kv, _)| kv).collect();
             let mut compares = Vec::with_capacity(records.len());
             let mut ops = Vec::with_capacity(records.len() * 2);
             for kv in &records {

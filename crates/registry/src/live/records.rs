@@ -3,6 +3,7 @@
 //! validation, so a record that does not satisfy today's rules is reported, not served.
 
 use crate::keys;
+use berth_domain::auth::Owner;
 use berth_domain::{Instance, InstanceDefaults, InstanceDraft, Timestamp};
 use berth_store::{KeyValue, LeaseId, Revision};
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,9 @@ struct InstanceRecord {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     meta: BTreeMap<String, String>,
     registered_at_ms: u64,
+    /// The team that owns the instance (see `berth_domain::auth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
 }
 
 /// An instance as read back from the store, with the store's bookkeeping.
@@ -65,6 +69,7 @@ pub fn encode_instance(instance: &Instance, lease_ttl: Duration) -> Vec<u8> {
         tags: spec.tags().to_vec(),
         meta: spec.meta().clone(),
         registered_at_ms: instance.registered_at.millis(),
+        owner: instance.owner.as_ref().map(|o| o.to_string()),
     };
     serde_json::to_vec(&record).expect("an instance record always serializes")
 }
@@ -106,6 +111,13 @@ pub fn decode_instance(kv: &KeyValue) -> Result<StoredInstance, String> {
         instance: Instance {
             spec,
             registered_at: Timestamp::from_millis(record.registered_at_ms),
+            owner: match record.owner {
+                Some(owner) => Some(
+                    Owner::parse("owner", &owner)
+                        .map_err(|e| format!("instance record {service}/{id}: {e}"))?,
+                ),
+                None => None,
+            },
         },
         lease: kv.lease,
         lease_ttl: Duration::from_millis(record.lease_ttl_ms),

@@ -6,9 +6,9 @@
 mod deadlines;
 
 use crate::{
-    Compare, CompareOp, CompareTarget, Event, EventKind, KeyRange, KeyValue, LeaseGrant, LeaseId,
-    LeaseStatus, RangeRequest, RangeResponse, Result, Revision, Store, StoreError, StoreKind,
-    StoreStatus, Txn, TxnOp, TxnResponse, WatchBatch, WatchStream,
+    Compare, CompareOp, CompareTarget, EtcdSecurity, Event, EventKind, KeyRange, KeyValue,
+    LeaseGrant, LeaseId, LeaseStatus, RangeRequest, RangeResponse, Result, Revision, Store,
+    StoreError, StoreKind, StoreStatus, Txn, TxnOp, TxnResponse, WatchBatch, WatchStream,
 };
 use bytes::Bytes;
 use deadlines::Deadlines;
@@ -32,14 +32,36 @@ pub struct EtcdStore {
     deadlines: Arc<Deadlines>,
 }
 
+impl EtcdSecurity {
+    /// The client options these add to `options` (the agent's etcd target uses them too).
+    pub fn apply(&self, mut options: etcd::ConnectOptions) -> etcd::ConnectOptions {
+        if self.ca_pem.is_some() || self.identity_pem.is_some() {
+            let mut tls = etcd::TlsOptions::new();
+            if let Some(ca) = &self.ca_pem {
+                tls = tls.ca_certificate(etcd::Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &self.identity_pem {
+                tls = tls.identity(etcd::Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(tls);
+        }
+        if let Some((user, password)) = &self.user {
+            options = options.with_user(user, password);
+        }
+        options
+    }
+}
+
 impl EtcdStore {
     /// Connects and checks that etcd answers, so a wrong address fails at start-up with one
     /// clear message instead of at the first request.
-    pub async fn connect(endpoints: &[String]) -> Result<EtcdStore> {
-        let options = etcd::ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(3))
-            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
-            .with_keep_alive_while_idle(true);
+    pub async fn connect(endpoints: &[String], security: &EtcdSecurity) -> Result<EtcdStore> {
+        let options = security.apply(
+            etcd::ConnectOptions::new()
+                .with_connect_timeout(Duration::from_secs(3))
+                .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+                .with_keep_alive_while_idle(true),
+        );
         let unreachable = |detail: String| {
             StoreError::Unavailable(format!(
                 "cannot reach etcd at {}: {detail}",
