@@ -109,8 +109,12 @@ impl ContainerFacts {
         all
     }
 
+    /// The first 12 characters of the id (Docker's short form), whatever the id holds.
     pub fn short_id(&self) -> &str {
-        &self.id[..self.id.len().min(12)]
+        match self.id.char_indices().nth(12) {
+            Some((end, _)) => &self.id[..end],
+            None => &self.id,
+        }
     }
 }
 
@@ -638,5 +642,16 @@ mod tests {
         assert_eq!(env["A"], "b=c");
         assert_eq!(env["K"], "");
         assert!(!env.contains_key("BARE"));
+    }
+
+    /// Found by the `docker_records` fuzz target: a short id cut inside a character panicked.
+    #[test]
+    fn a_short_id_never_cuts_a_character() {
+        let mut facts = container(&[], &[(8080, Proto::Tcp, Some(49155))]);
+        facts.id = "ééééééééééééééé".into();
+        assert_eq!(facts.short_id(), "éééééééééééé");
+        facts.id = "abc".into();
+        assert_eq!(facts.short_id(), "abc");
+        plan(&Arc::new(facts), &placement());
     }
 }

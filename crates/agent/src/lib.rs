@@ -21,7 +21,7 @@ pub use reconcile::Mode;
 
 use bollard::Docker;
 use futures::StreamExt;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use targets::Target;
@@ -66,8 +66,16 @@ enum Work {
 enum Seen {
     /// One container as it is now (`None`: it no longer exists).
     Container(String, Option<Arc<container::ContainerFacts>>),
-    /// Every running container, as of one resync.
-    Everything(BTreeMap<String, Arc<container::ContainerFacts>>, Duration),
+    /// Every running container, as of one resync, and the ones the engine could not
+    /// describe (kept as they were, not renewed).
+    Everything(
+        BTreeMap<String, Arc<container::ContainerFacts>>,
+        BTreeSet<String>,
+        Duration,
+    ),
+    /// A container the engine could not describe: skipped and reported; its records are
+    /// left as they are and no longer renewed until it is described again.
+    Undescribed(String),
 }
 
 /// Wall time, as the engine's event filter (`since`) takes it: the agent's one clock read.
@@ -197,7 +205,7 @@ async fn docker_worker(
         let result = if batch.iter().any(|w| matches!(w, Work::Resync)) {
             everything(&docker)
                 .await
-                .map(|(all, took)| vec![Seen::Everything(all, took)])
+                .map(|(all, undescribed, took)| vec![Seen::Everything(all, undescribed, took)])
         } else {
             let mut ids: Vec<String> = Vec::new();
             for item in batch {
@@ -208,20 +216,17 @@ async fn docker_worker(
                 }
             }
             let mut reports = Vec::new();
-            let mut failed = None;
             for id in ids {
+                // One container the engine cannot describe never holds up the others.
                 match docker::inspect(&docker, &id).await {
                     Ok(facts) => reports.push(Seen::Container(id, facts.map(Arc::new))),
                     Err(error) => {
-                        failed = Some(error);
-                        break;
+                        undescribed(&id, &error);
+                        reports.push(Seen::Undescribed(id));
                     }
                 }
             }
-            match failed {
-                None => Ok(reports),
-                Some(error) => Err(error),
-            }
+            Ok(reports)
         };
         match result {
             Ok(reports) => {
@@ -236,13 +241,17 @@ async fn docker_worker(
                 // Whatever was asked, a resync answers it: retry one until the engine is back.
                 metrics::counter!("berth_agent_docker_errors_total").increment(1);
                 tracing::warn!(%error, "Docker request failed; resyncing after a pause");
+                // Work that arrives meanwhile stays queued: it is handled once this is done.
                 loop {
                     tokio::time::sleep(backoff.next_delay()).await;
-                    while work.try_recv().is_ok() {}
                     match everything(&docker).await {
-                        Ok((all, took)) => {
+                        Ok((all, undescribed, took)) => {
                             backoff.reset();
-                            if seen.send(Seen::Everything(all, took)).await.is_err() {
+                            if seen
+                                .send(Seen::Everything(all, undescribed, took))
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                             break;
@@ -258,18 +267,37 @@ async fn docker_worker(
     }
 }
 
-/// Every running container, inspected.
-async fn everything(
-    docker: &Docker,
-) -> Result<(BTreeMap<String, Arc<container::ContainerFacts>>, Duration), DockerError> {
+/// A container the engine could not describe: reported, and counted.
+fn undescribed(id: &str, error: &DockerError) {
+    metrics::counter!("berth_agent_inspect_failures_total").increment(1);
+    tracing::warn!(container = %id, %error, "the engine could not describe a container; skipped");
+}
+
+type Everything = (
+    BTreeMap<String, Arc<container::ContainerFacts>>,
+    BTreeSet<String>,
+    Duration,
+);
+
+/// Every running container, inspected; the ones whose inspection failed are named apart.
+/// Only a failed listing fails the whole.
+async fn everything(docker: &Docker) -> Result<Everything, DockerError> {
     let started = tokio::time::Instant::now();
     let mut all = BTreeMap::new();
+    let mut failed = BTreeSet::new();
     for id in docker::running_ids(docker).await? {
-        if let Some(facts) = docker::inspect(docker, &id).await? {
-            all.insert(id, Arc::new(facts));
+        match docker::inspect(docker, &id).await {
+            Ok(Some(facts)) => {
+                all.insert(id, Arc::new(facts));
+            }
+            Ok(None) => {}
+            Err(error) => {
+                undescribed(&id, &error);
+                failed.insert(id);
+            }
         }
     }
-    Ok((all, started.elapsed()))
+    Ok((all, failed, started.elapsed()))
 }
 
 /// Exponential backoff with jitter, from 100 ms to 10 s.

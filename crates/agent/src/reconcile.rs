@@ -7,7 +7,7 @@
 use crate::container::{ContainerFacts, Record, plan};
 use crate::targets::{Target, TargetError};
 use crate::{AgentConfig, AgentError, Backoff, Seen};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -41,6 +41,10 @@ struct Reconciler<'a> {
     backoff: Backoff,
     /// The last problems logged per container, so they are logged when they change.
     problems: BTreeMap<String, Vec<String>>,
+    /// Containers the engine could not describe lately: their records are left as they are
+    /// (neither put nor removed) and not renewed, so in ttl mode they lapse unless the
+    /// container is seen running again.
+    unconfirmed: BTreeSet<String>,
 }
 
 pub(crate) async fn run(
@@ -58,6 +62,7 @@ pub(crate) async fn run(
         retry_at: None,
         backoff: Backoff::default(),
         problems: BTreeMap::new(),
+        unconfirmed: BTreeSet::new(),
     };
     let renew_every = match config.mode {
         Mode::Ttl => config.placement.ttl / 3,
@@ -78,7 +83,12 @@ pub(crate) async fn run(
             () = shutdown.cancelled() => break,
             item = seen.recv() => match item {
                 Some(Seen::Container(id, facts)) => reconciler.container(id, facts).await,
-                Some(Seen::Everything(all, took)) => reconciler.everything(all, took).await,
+                Some(Seen::Everything(all, undescribed, took)) => {
+                    reconciler.everything(all, undescribed, took).await
+                }
+                Some(Seen::Undescribed(id)) => {
+                    reconciler.unconfirmed.insert(id);
+                }
                 None => break,
             },
             () = retry => reconciler.full_sync().await,
@@ -153,6 +163,7 @@ impl Reconciler<'_> {
 
     /// One container seen again: put what it should have, remove what it no longer has.
     async fn container(&mut self, id: String, facts: Option<Arc<ContainerFacts>>) {
+        self.unconfirmed.remove(&id);
         let records = self.plan(&id, facts.as_ref());
         if records.is_empty() {
             self.desired.remove(&id);
@@ -207,17 +218,31 @@ impl Reconciler<'_> {
         self.gauges();
     }
 
-    /// A resync: every running container.
-    async fn everything(&mut self, all: BTreeMap<String, Arc<ContainerFacts>>, took: Duration) {
+    /// A resync: every running container, and the ones the engine could not describe
+    /// (whose records stay as they were).
+    async fn everything(
+        &mut self,
+        all: BTreeMap<String, Arc<ContainerFacts>>,
+        undescribed: BTreeSet<String>,
+        took: Duration,
+    ) {
         let started = Instant::now();
-        self.desired = BTreeMap::new();
+        let mut desired = BTreeMap::new();
         for (id, facts) in &all {
             let records = self.plan(id, Some(facts));
             if !records.is_empty() {
-                self.desired.insert(id.clone(), records);
+                desired.insert(id.clone(), records);
             }
         }
-        self.problems.retain(|id, _| all.contains_key(id));
+        for id in &undescribed {
+            if let Some(records) = self.desired.remove(id) {
+                desired.insert(id.clone(), records);
+            }
+        }
+        self.desired = desired;
+        self.unconfirmed = undescribed;
+        self.problems
+            .retain(|id, _| all.contains_key(id) || self.unconfirmed.contains(id));
         self.full_sync().await;
         let total = took + started.elapsed();
         metrics::histogram!("berth_agent_resync_duration_seconds").record(total.as_secs_f64());
@@ -242,6 +267,19 @@ impl Reconciler<'_> {
         for (key, record) in wanted.iter() {
             let fingerprint = self.target.fingerprint(record);
             let present = owned.get(key);
+            if self.unconfirmed.contains(&record.container.id) {
+                // Left as it is: neither written again nor removed while undescribed.
+                if present.is_some() {
+                    applied.insert(
+                        key.clone(),
+                        Applied {
+                            record: record.clone(),
+                            fingerprint,
+                        },
+                    );
+                }
+                continue;
+            }
             if present != Some(&fingerprint) {
                 match self.target.put(record).await {
                     Ok(()) => log_put(record, present.is_some()),
@@ -293,11 +331,17 @@ impl Reconciler<'_> {
         if self.dirty || self.applied.is_empty() {
             return;
         }
+        // Only containers confirmed running: a record of one the engine could not describe
+        // is not kept alive on faith.
         let records: Vec<(&String, &Record)> = self
             .applied
             .iter()
+            .filter(|(_, a)| !self.unconfirmed.contains(&a.record.container.id))
             .map(|(key, a)| (key, &a.record))
             .collect();
+        if records.is_empty() {
+            return;
+        }
         let count = records.len();
         let lost = match self.target.renew(&records).await {
             Ok(lost) => lost,

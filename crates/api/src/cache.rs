@@ -12,6 +12,16 @@ use std::sync::Mutex;
 /// without growing with the registry or with the names clients ask about.
 const MAX_BYTES: usize = 16 * 1024 * 1024;
 
+/// Answers smaller than this are made each time and not kept: making one costs less than
+/// keeping it, and a client asking about made-up names (an empty answer each) would otherwise
+/// fill the cache with them.
+const MIN_KEPT_BYTES: usize = 192;
+
+/// What an entry costs besides its key and body: the map's slot and the two allocations'
+/// headers. Counted so that many small answers (one per name a client made up) are held to
+/// the budget as well as a few large ones.
+const ENTRY_OVERHEAD: usize = 128;
+
 /// What an answer is: the surface's name for it and what it is about (a service, a repo…).
 pub(crate) type CacheKey = (&'static str, String);
 
@@ -87,14 +97,21 @@ impl ResponseCache {
     /// Keeps `body` as the answer for `key` as of `freshness`, and returns it.
     pub(crate) fn keep(&self, key: CacheKey, freshness: Freshness, body: Vec<u8>) -> Bytes {
         let body = Bytes::from(body);
+        if body.len() < MIN_KEPT_BYTES {
+            return body;
+        }
+        let cost = |key: &CacheKey, body: &Bytes| key.1.len() + body.len() + ENTRY_OVERHEAD;
         let mut entries = self.lock();
-        if entries.bytes + body.len() > MAX_BYTES {
-            entries.answers.clear();
+        let added = cost(&key, &body);
+        if entries.bytes + added > MAX_BYTES {
+            // A new map, not `clear()`: that would keep the old one's table allocated.
+            entries.answers = HashMap::new();
             entries.bytes = 0;
         }
-        entries.bytes += body.len();
+        entries.bytes += added;
         if let Some((_, old)) = entries.answers.insert(key, (freshness, body.clone())) {
-            entries.bytes -= old.len();
+            // The same key: only the body's size differs.
+            entries.bytes -= added - body.len() + old.len();
         }
         body
     }
@@ -116,11 +133,13 @@ mod tests {
             revision: 7,
             heartbeats: 0,
         };
+        let one = vec![b'1'; MIN_KEPT_BYTES];
+        let two = vec![b'2'; MIN_KEPT_BYTES];
         let mut made = 0;
         for _ in 0..3 {
             cache.get_or_make(key(), fresh, || {
                 made += 1;
-                b"one".to_vec()
+                one.clone()
             });
         }
         assert_eq!(made, 1);
@@ -128,6 +147,34 @@ mod tests {
             heartbeats: 1,
             ..fresh
         };
-        assert_eq!(cache.get_or_make(key(), later, || b"two".to_vec()), "two");
+        assert_eq!(cache.get_or_make(key(), later, || two.clone()), two);
+        // A small answer is made every time, and never kept.
+        let mut made = 0;
+        for _ in 0..3 {
+            cache.get_or_make(("test", "empty".into()), fresh, || {
+                made += 1;
+                b"[]".to_vec()
+            });
+        }
+        assert_eq!(made, 3);
+    }
+
+    #[test]
+    fn many_small_answers_are_held_to_the_budget() {
+        let cache = ResponseCache::default();
+        let fresh = Freshness {
+            revision: 1,
+            heartbeats: 0,
+        };
+        for i in 0..200_000 {
+            cache.keep(
+                ("test", format!("unknown-{i}")),
+                fresh,
+                vec![b'x'; MIN_KEPT_BYTES],
+            );
+            let entries = cache.lock();
+            assert!(entries.bytes <= MAX_BYTES);
+            assert!(entries.answers.len() <= MAX_BYTES / ENTRY_OVERHEAD);
+        }
     }
 }

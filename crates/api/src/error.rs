@@ -119,6 +119,9 @@ impl From<RegistryError> for ApiError {
             RegistryError::TooLarge(message) => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
             }
+            RegistryError::LimitReached(message) => {
+                ApiError::new(StatusCode::CONFLICT, "limit_reached", message)
+            }
             RegistryError::Internal(message) => {
                 tracing::error!(error = %message, "internal failure while serving a request");
                 internal(message)
@@ -162,7 +165,15 @@ impl IntoResponse for ApiError {
                     .collect(),
             },
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Whatever the reason (a cap, the store), a client should come back, not hammer.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 

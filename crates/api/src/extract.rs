@@ -21,6 +21,9 @@ pub const IMPORT_BODY_LIMIT: usize = 64 * 1024 * 1024;
 /// close"); past this the connection is closed.
 const DRAIN_LIMIT: usize = 32 * 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(5);
+/// How long a body may pause between two pieces: a slow link (a large import over a VPN)
+/// keeps going as long as it moves; a client that stops is let go.
+const BODY_IDLE: Duration = Duration::from_secs(10);
 
 /// The body, or 413 with a JSON error when it is over [`BODY_LIMIT`].
 pub async fn read_body(request: Request) -> ApiResult<Bytes> {
@@ -32,8 +35,11 @@ pub async fn read_body_up_to(request: Request, limit: usize) -> ApiResult<Bytes>
     let mut body = request.into_body().into_data_stream();
     let mut collected = BytesMut::new();
     let mut discarded = 0usize;
-    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    let mut drain_deadline = None;
     loop {
+        // While reading: a pause of BODY_IDLE ends it; while draining an oversized body:
+        // DRAIN_TIME in all.
+        let deadline = drain_deadline.unwrap_or_else(|| tokio::time::Instant::now() + BODY_IDLE);
         let chunk = match tokio::time::timeout_at(deadline, body.next()).await {
             Ok(Some(Ok(chunk))) => chunk,
             Ok(None) => break,
@@ -44,12 +50,13 @@ pub async fn read_body_up_to(request: Request, limit: usize) -> ApiResult<Bytes>
             }
             Err(_) if discarded > 0 => break,
             Err(_) => {
-                return Err(ApiError::bad_request(
-                    "the request body did not arrive in time",
-                ));
+                return Err(ApiError::bad_request(format!(
+                    "the request body stopped arriving (nothing for {BODY_IDLE:?})"
+                )));
             }
         };
         if discarded > 0 || collected.len() + chunk.len() > limit {
+            drain_deadline.get_or_insert_with(|| tokio::time::Instant::now() + DRAIN_TIME);
             discarded += chunk.len() + collected.len();
             collected.clear();
             if discarded > DRAIN_LIMIT {

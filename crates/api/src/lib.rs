@@ -8,6 +8,7 @@ pub mod compat;
 pub mod error;
 mod extract;
 mod format;
+pub mod heavy;
 mod metrics;
 pub mod native;
 mod ops;
@@ -43,6 +44,7 @@ pub struct SharedState {
     pub compat: compat::CompatConfig,
     pub browsers: Arc<BrowserGuard>,
     cache: cache::ResponseCache,
+    heavy: heavy::HeavySlots,
 }
 
 impl std::ops::Deref for ApiState {
@@ -61,6 +63,7 @@ impl ApiState {
         version: &'static str,
         compat: compat::CompatConfig,
         browsers: BrowserGuard,
+        heavy: heavy::HeavyLimits,
     ) -> Self {
         ApiState(Arc::new(SharedState {
             registry,
@@ -70,6 +73,7 @@ impl ApiState {
             compat,
             browsers: Arc::new(browsers),
             cache: cache::ResponseCache::default(),
+            heavy: heavy::HeavySlots::new(heavy),
         }))
     }
 }
@@ -157,7 +161,7 @@ fn routes() -> Routes {
     use Access::*;
     use Surface::{Native, Operations};
     use berth_domain::catalog::{Backend, Frontend};
-    use native::{apps, events, instances, kinds, routing, tokens, transfer};
+    use native::{apps, events, instances, kinds, routing, sd, tokens, transfer};
     Routes {
         router: Router::new(),
         table: Vec::new(),
@@ -220,6 +224,13 @@ fn routes() -> Routes {
         "/v1/instances",
         ReadAll,
         instances::find_instances,
+    )
+    .add(
+        Native,
+        Method::GET,
+        "/v1/sd/prometheus",
+        ReadServiceInQuery("service"),
+        sd::prometheus,
     )
     .add(
         Native,
@@ -397,6 +408,20 @@ fn routes() -> Routes {
         "/v1/catalog/import",
         CatalogWrite,
         transfer::import,
+    )
+    .add(
+        Native,
+        Method::GET,
+        "/v1/catalog/allocator",
+        CatalogRead,
+        transfer::allocator,
+    )
+    .add(
+        Native,
+        Method::PUT,
+        "/v1/catalog/allocator",
+        CatalogWrite,
+        transfer::set_high_water,
     )
     .add(
         Native,

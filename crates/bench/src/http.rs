@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-const SERVER_CPU: &str = "0";
-const LOAD_CPU: &str = "1";
+pub(crate) const SERVER_CPU: &str = "0";
+pub(crate) const LOAD_CPU: &str = "1";
 
 pub(crate) struct Wrk {
     pub(crate) requests_per_second: f64,
@@ -113,6 +113,16 @@ pub(crate) fn start(berth: &Path, args: &[String], pinned: bool) -> anyhow::Resu
         .map_err(|log| anyhow::anyhow!("berth did not start:\n{}", log.join("\n")))
 }
 
+/// A berth on the embedded store in a fresh scratch directory (kept alive with the server).
+pub(crate) fn start_scratch(
+    berth: &Path,
+    pinned: bool,
+) -> anyhow::Result<(BerthServer, tempfile::TempDir)> {
+    let scratch = tempfile::tempdir()?;
+    let data_dir = format!("--data-dir={}", scratch.path().join("data").display());
+    Ok((start(berth, &[data_dir], pinned)?, scratch))
+}
+
 fn registration(id: String, address: String, port: u16, ttl_ms: u64) -> Registration {
     Registration {
         id: Some(id),
@@ -180,15 +190,7 @@ fn report_wrk(name: &str, result: &Wrk, rate_target: f64, p99_target: Option<Dur
 }
 
 async fn throughput(berth: &Path, seconds: u64) -> anyhow::Result<()> {
-    let scratch = tempfile::tempdir()?;
-    let mut server = start(
-        berth,
-        &[format!(
-            "--data-dir={}",
-            scratch.path().join("data").display()
-        )],
-        true,
-    )?;
+    let (mut server, scratch) = start_scratch(berth, true)?;
     let client = Client::new(&server.base)?;
     heading("http: berth pinned to core 0, wrk (1 thread, 64 connections) pinned to core 1");
     register_many(&client, 10_000, 100, 600_000).await?;
@@ -237,15 +239,7 @@ async fn throughput(berth: &Path, seconds: u64) -> anyhow::Result<()> {
 }
 
 async fn memory(berth: &Path) -> anyhow::Result<()> {
-    let scratch = tempfile::tempdir()?;
-    let mut server = start(
-        berth,
-        &[format!(
-            "--data-dir={}",
-            scratch.path().join("data").display()
-        )],
-        false,
-    )?;
+    let (mut server, _scratch) = start_scratch(berth, false)?;
     let client = Client::new(&server.base)?;
     heading("memory: resident set of berth serve (embedded store) at 100,000 instances");
     // Warm up allocator and runtime with a few requests first, so the baseline is fair.
@@ -330,15 +324,7 @@ async fn lateness(server: &BerthServer, count: usize) -> anyhow::Result<Vec<Dura
 
 async fn expiry(berth: &Path) -> anyhow::Result<()> {
     heading("expiry: offline-event lateness after expires_at, 1,000 instances with a 2 s TTL");
-    let scratch = tempfile::tempdir()?;
-    let mut embedded = start(
-        berth,
-        &[format!(
-            "--data-dir={}",
-            scratch.path().join("data").display()
-        )],
-        false,
-    )?;
+    let (mut embedded, _scratch) = start_scratch(berth, false)?;
     let mut samples = lateness(&embedded, 1000).await?;
     figure(
         "embedded: p50",

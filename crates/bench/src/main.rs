@@ -8,7 +8,9 @@
 mod agent;
 mod auth;
 mod catalog;
+mod dns;
 mod feed;
+mod hostile;
 mod http;
 mod report;
 mod store;
@@ -62,6 +64,28 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// DNS with dnsperf, side by side with dnsmasq serving the same records
+    Dns {
+        /// The berth binary to run (build it with `cargo build --release`)
+        #[arg(long, default_value = "target/release/berth")]
+        berth: PathBuf,
+        /// Seconds per dnsperf run
+        #[arg(long, default_value_t = 8)]
+        seconds: u64,
+    },
+    /// Hostile clients: memory after blocking queries on millions of unknown names, heartbeats
+    /// while 1,000 slow connections are held
+    Hostile {
+        /// The berth binary to run (build it with `cargo build --release`)
+        #[arg(long, default_value = "target/release/berth")]
+        berth: PathBuf,
+        /// Seconds per wrk run of heartbeats (at most 7: slow connections are closed at 10 s)
+        #[arg(long, default_value_t = 7)]
+        seconds: u64,
+        /// Blocking queries on distinct unknown names
+        #[arg(long, default_value_t = 2_000_000)]
+        queries: u64,
+    },
     /// The HTTP API with wrk, memory per instance, offline-event lateness
     Http {
         /// The berth binary to run (build it with `cargo build --release`)
@@ -80,6 +104,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Http { berth, seconds } => http::run(&berth, seconds).await,
         Command::Feed { berth, seconds } => feed::run(&berth, seconds).await,
         Command::Auth { berth, seconds } => auth::run(&berth, seconds).await,
+        Command::Dns { berth, seconds } => dns::run(&berth, seconds).await,
+        Command::Hostile {
+            berth,
+            seconds,
+            queries,
+        } => hostile::run(&berth, seconds, queries).await,
         Command::Catalog { berth } => catalog::run(&berth).await,
         Command::Agent { berth } => agent::run(&berth).await,
     }

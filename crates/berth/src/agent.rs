@@ -2,9 +2,9 @@
 //! `berth_agent::run`.
 
 use crate::cli::ConnectionArgs;
-use crate::config::LogFormat;
 use crate::serve::{install_metrics, spawn_signal_handler};
 use anyhow::{Context, bail};
+use berth::config::LogFormat;
 use berth_agent::targets::{BerthTarget, Target};
 #[cfg(feature = "etcd")]
 use berth_agent::targets::{EtcdConnectOptions, EtcdLayout, EtcdTarget};
@@ -85,6 +85,10 @@ pub struct AgentArgs {
     /// service:PORT, service:HOST_PORT, service:HOSTNAME or service:<document field>)
     #[arg(long, env = "BERTH_AGENT_ETCD_PATH", default_value = berth_agent::targets::DEFAULT_PATH)]
     pub etcd_path: String,
+    /// etcd target: copy each container's whole environment into its document (`env`), as
+    /// service-registrar did. Off by default: environments hold secrets
+    #[arg(long, env = "BERTH_AGENT_PUBLISH_ENV")]
+    pub publish_env: bool,
     /// berth target: the token, and TLS (https:// or berths:// targets)
     #[command(flatten)]
     pub connection: ConnectionArgs,
@@ -240,7 +244,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     let client_options = args.connection.options()?;
     #[cfg(feature = "etcd")]
-    let etcd_security = crate::config::etcd_security(
+    let etcd_security = berth::config::etcd_security(
         args.etcd.etcd_ca_file.as_deref(),
         args.etcd.etcd_cert_file.as_deref(),
         args.etcd.etcd_key_file.as_deref(),
@@ -249,8 +253,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     )?;
     #[cfg(feature = "etcd")]
     let target = if is_etcd {
-        let layout = EtcdLayout::new(&args.etcd_prefix, &args.etcd_path)
+        let mut layout = EtcdLayout::new(&args.etcd_prefix, &args.etcd_path)
             .map_err(|e| anyhow::anyhow!("--etcd-path: {e}"))?;
+        layout.publish_env = args.publish_env;
         let lease = (mode == Mode::Ttl).then_some(args.ttl);
         Target::Etcd(Box::new(
             EtcdTarget::connect(
@@ -258,7 +263,13 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 layout,
                 &host_id,
                 lease,
-                Some(etcd_security.apply(EtcdConnectOptions::new())),
+                Some(
+                    etcd_security.apply(
+                        EtcdConnectOptions::new()
+                            .with_connect_timeout(Duration::from_secs(3))
+                            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5)),
+                    ),
+                ),
             )
             .await
             .context("cannot use the etcd target")?,

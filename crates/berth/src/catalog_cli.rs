@@ -371,6 +371,13 @@ pub enum CatalogCommand {
     },
     /// Restore an export (all or nothing); a .yaml/.yml file is read as YAML
     Import { file: std::path::PathBuf },
+    /// Where the port allocator stands (its range, high-water mark, the next new family's
+    /// port), and repair the mark
+    Allocator {
+        /// Set the high-water mark: new families get blocks above it
+        #[arg(long, value_name = "PORT")]
+        set_high_water: Option<u16>,
+    },
 }
 
 pub async fn catalog(client_args: &ClientArgs, command: CatalogCommand) -> anyhow::Result<()> {
@@ -404,6 +411,46 @@ pub async fn catalog(client_args: &ClientArgs, command: CatalogCommand) -> anyho
                     a["applications"],
                     a["backends"],
                     a["frontends"]
+                ))
+            })
+        }
+        CatalogCommand::Allocator { set_high_water } => {
+            let answer = match set_high_water {
+                Some(mark) => {
+                    let body = serde_json::json!({ "high_water": mark }).to_string();
+                    client
+                        .call_text(
+                            Method::PUT,
+                            "/v1/catalog/allocator",
+                            "application/json",
+                            Some(body),
+                        )
+                        .await?
+                }
+                None => {
+                    client
+                        .call_text(
+                            Method::GET,
+                            "/v1/catalog/allocator",
+                            "application/json",
+                            None,
+                        )
+                        .await?
+                }
+            };
+            let answer: Value = serde_json::from_str(&answer)?;
+            let port = |v: &Value| v.as_u64().map_or("-".to_string(), |p| p.to_string());
+            show(client_args, &answer, |a| {
+                say(format!(
+                    "range {}-{} in blocks of {}; high-water mark {}; highest claimed {}; a new family gets {}",
+                    a["start"],
+                    a["ceiling"],
+                    a["block_size"],
+                    port(&a["high_water"]),
+                    port(&a["highest_claimed"]),
+                    a["next_new_family_port"]
+                        .as_u64()
+                        .map_or("nothing (no block left)".to_string(), |p| p.to_string())
                 ))
             })
         }

@@ -5,10 +5,14 @@ use crate::settings::{ServeArgs, Values};
 use anyhow::bail;
 use berth_api::BrowserGuard;
 use berth_api::compat::{CompatConfig, bender, lyft};
+use berth_api::heavy::HeavyLimits;
+use berth_api::server::Limits;
 use berth_api::tls::TlsFiles;
 use berth_domain::auth::{Grant, Grants};
 use berth_domain::catalog::allocator::PortRange;
+use berth_registry::Caps;
 use berth_registry::auth::{Anonymous, AuthConfig};
+use berth_registry::catalog::JournalRetention;
 use berth_store::{EtcdSecurity, StoreLocation};
 use clap::ValueEnum;
 use serde::Deserialize;
@@ -35,6 +39,7 @@ pub struct ServeConfig {
     pub log_level: String,
     pub default_ttl: Duration,
     pub history_revisions: i64,
+    pub history_bytes: u64,
     pub cache_bytes: usize,
     pub ports: PortRange,
     pub compat: CompatConfig,
@@ -48,6 +53,13 @@ pub struct ServeConfig {
     pub tls: Option<TlsFiles>,
     /// TLS and credentials for etcd.
     pub etcd: EtcdSecurity,
+    pub connection_limits: Limits,
+    pub heavy: HeavyLimits,
+    pub caps: Caps,
+    pub journal: JournalRetention,
+    /// Where DNS is answered (`None`: off) and how.
+    pub dns_listen: Option<String>,
+    pub dns: berth_dns::DnsConfig,
 }
 
 /// Reads a file a setting names, with the setting in the error.
@@ -106,6 +118,61 @@ fn duration(values: &Values, key: &str) -> anyhow::Result<Duration> {
     })
 }
 
+/// The DNS surface's domain and TTLs.
+fn dns_config(values: &Values) -> anyhow::Result<berth_dns::DnsConfig> {
+    let domain_given = values.required("dns.domain");
+    let domain = hickory_name(domain_given.text.trim()).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: `{}` is not a domain name",
+            domain_given.source,
+            domain_given.text
+        )
+    })?;
+    let seconds = |duration: Duration| u32::try_from(duration.as_secs()).unwrap_or(u32::MAX);
+    let mut service_ttl = Vec::new();
+    let ttl_given = values.get("dns.service_ttl");
+    for entry in ttl_given
+        .map(|given| {
+            given
+                .text
+                .split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+        })
+        .into_iter()
+        .flatten()
+    {
+        let parsed = entry.split_once('=').and_then(|(prefix, ttl)| {
+            let prefix = prefix.trim().strip_suffix('*').unwrap_or(prefix.trim());
+            let ttl = humantime::parse_duration(ttl.trim()).ok()?;
+            Some((prefix.to_string(), seconds(ttl)))
+        });
+        let Some(parsed) = parsed else {
+            bail!(
+                "{}: `{entry}` is not PREFIX=DURATION (e.g. web-*=5s)",
+                ttl_given
+                    .map(|given| given.source.to_string())
+                    .unwrap_or_default()
+            );
+        };
+        service_ttl.push(parsed);
+    }
+    Ok(berth_dns::DnsConfig {
+        domain,
+        service_ttl,
+        catalog_ttl: seconds(duration(values, "dns.catalog_ttl")?),
+    })
+}
+
+/// A domain as DNS names it (fully qualified).
+fn hickory_name(text: &str) -> Option<berth_dns::DomainName> {
+    let text = text.trim_end_matches('.');
+    if text.is_empty() {
+        return None;
+    }
+    berth_dns::DomainName::from_ascii(format!("{text}.")).ok()
+}
+
 /// Resolves every setting: flag, else environment (`env`, passed in), else file, else default.
 pub fn resolve(args: &ServeArgs, env: &BTreeMap<String, String>) -> anyhow::Result<ServeConfig> {
     let values = Values::resolve(args, env)?;
@@ -132,6 +199,9 @@ pub fn resolve(args: &ServeArgs, env: &BTreeMap<String, String>) -> anyhow::Resu
             history.source
         );
     }
+    let history_mb: u64 = values
+        .required("embedded.history_mb")
+        .parse("a number of MiB")?;
     let cache_mb: usize = values
         .required("embedded.cache_mb")
         .parse("a number of MiB")?;
@@ -270,6 +340,41 @@ pub fn resolve(args: &ServeArgs, env: &BTreeMap<String, String>) -> anyhow::Resu
             .map(|given| given.list())
             .unwrap_or_default()
     };
+    let count = |key: &str| -> anyhow::Result<usize> {
+        let given = values.required(key);
+        let value: usize = given.parse("a number")?;
+        if value == 0 {
+            bail!("{}: must be 1 or more", given.source);
+        }
+        Ok(value)
+    };
+    let connection_limits = Limits {
+        max_connections: count("http.max_connections")?,
+        header_read_timeout: duration(&values, "http.header_read_timeout")?,
+        ..Limits::default()
+    };
+    let heavy = HeavyLimits {
+        event_streams: count("http.max_event_streams")?,
+        blocking_queries: count("http.max_blocking_queries")?,
+        imports: count("http.max_concurrent_imports")?,
+    };
+    let caps = Caps {
+        instances_per_service: count("instances.max_per_service")?,
+        instances: count("instances.max_total")?,
+        routing_entities: count("catalog.max_routing_entities")?,
+    };
+    let journal_max_age = duration(&values, "catalog.journal_max_age")?;
+    let journal = JournalRetention {
+        per_record: values
+            .required("catalog.journal_per_record")
+            .parse("a number of entries")?,
+        max_age: (!journal_max_age.is_zero()).then_some(journal_max_age),
+    };
+    let dns_listen = match values.required("dns.listen").text.trim() {
+        "off" | "" => None,
+        address => Some(address.to_string()),
+    };
+    let dns = dns_config(&values)?;
     let log_format = values.required("log_format");
     Ok(ServeConfig {
         listen,
@@ -285,6 +390,7 @@ pub fn resolve(args: &ServeArgs, env: &BTreeMap<String, String>) -> anyhow::Resu
         log_level: values.required("log_level").text.clone(),
         default_ttl,
         history_revisions,
+        history_bytes: history_mb.saturating_mul(1024 * 1024),
         cache_bytes: cache_mb * 1024 * 1024,
         ports,
         compat: CompatConfig {
@@ -310,6 +416,12 @@ pub fn resolve(args: &ServeArgs, env: &BTreeMap<String, String>) -> anyhow::Resu
         },
         tls,
         etcd,
+        connection_limits,
+        heavy,
+        caps,
+        journal,
+        dns_listen,
+        dns,
     })
 }
 

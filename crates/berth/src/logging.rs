@@ -1,7 +1,7 @@
 //! Structured logs: text for people, one JSON object per line for collectors, and panics
 //! reported as one error line instead of a trace.
 
-use crate::config::LogFormat;
+use berth::config::LogFormat;
 use tracing_subscriber::EnvFilter;
 
 pub fn init(format: LogFormat, filter: &str) -> anyhow::Result<()> {

@@ -5,12 +5,11 @@
 mod agent;
 mod catalog_cli;
 mod cli;
-mod config;
 mod logging;
 mod serve;
-mod settings;
 mod token_cli;
 
+use berth::{config, settings};
 use clap::{CommandFactory, Parser, Subcommand};
 use std::collections::BTreeMap;
 use std::process::ExitCode;

@@ -1,8 +1,8 @@
 //! `berth serve`: wires the store, the registry and the HTTP surfaces together, and stops them
 //! in order on SIGTERM or SIGINT (stop accepting, drain, flush the store, exit 0).
 
-use crate::config::ServeConfig;
 use anyhow::Context;
+use berth::config::ServeConfig;
 use berth_api::tls::TlsSettings;
 use berth_api::{ApiState, MetricsRenderer};
 use berth_registry::{Registry, RegistryConfig, SystemWallClock};
@@ -12,6 +12,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// How long berth keeps answering (503) after its store failed, before it exits.
+const STORE_FAILURE_GRACE: Duration = Duration::from_secs(2);
 
 /// How long requests in flight may take to finish once shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,6 +37,7 @@ pub(crate) fn install_metrics() -> anyhow::Result<MetricsRenderer> {
         .build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).context("a metrics recorder is already installed")?;
+    berth::metrics_help::describe_all();
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(Duration::from_secs(5));
@@ -102,6 +106,26 @@ async fn bind(name: &str, address: &str) -> anyhow::Result<tokio::net::TcpListen
         .with_context(|| format!("{name}: cannot listen on {address}"))
 }
 
+/// Binds DNS's UDP socket and TCP listener on one address (with port 0, one free port for
+/// both).
+async fn bind_dns(
+    address: &str,
+) -> anyhow::Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
+    let context = || format!("dns: cannot listen on {address} (--dns-listen off turns DNS off)");
+    for _ in 0..10 {
+        let udp = tokio::net::UdpSocket::bind(address)
+            .await
+            .with_context(context)?;
+        match tokio::net::TcpListener::bind(udp.local_addr()?).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            // The free UDP port may be taken on TCP: try another.
+            Err(_) if udp.local_addr()?.port() != 0 && address.ends_with(":0") => continue,
+            Err(error) => return Err(error).with_context(context),
+        }
+    }
+    anyhow::bail!("dns: no port free on both UDP and TCP for {address}")
+}
+
 pub async fn run(config: ServeConfig, unknown_env: Vec<String>) -> anyhow::Result<()> {
     for name in unknown_env {
         tracing::warn!(variable = %name, "unknown BERTH_ environment variable ignored (a typo?)");
@@ -111,6 +135,7 @@ pub async fn run(config: ServeConfig, unknown_env: Vec<String>) -> anyhow::Resul
 
     let mut embedded = EmbeddedOptions::new(&config.data_dir);
     embedded.retained_revisions = config.history_revisions;
+    embedded.retained_bytes = config.history_bytes;
     embedded.cache_bytes = config.cache_bytes;
     let tls = config
         .tls
@@ -128,6 +153,8 @@ pub async fn run(config: ServeConfig, unknown_env: Vec<String>) -> anyhow::Resul
             },
             ports: config.ports.clone(),
             auth: config.auth.clone(),
+            caps: config.caps,
+            journal: config.journal,
             ..RegistryConfig::default()
         },
         Arc::new(SystemWallClock),
@@ -165,17 +192,35 @@ pub async fn run(config: ServeConfig, unknown_env: Vec<String>) -> anyhow::Resul
         env!("CARGO_PKG_VERSION"),
         config.compat.clone(),
         config.browsers.clone(),
+        config.heavy,
     );
-    let surfaces = vec![Surface {
+    let mut surfaces = Vec::new();
+    // DNS first: its `listening` line comes before HTTP's, which tests wait for.
+    if let Some(address) = &config.dns_listen {
+        let (udp, tcp) = bind_dns(address).await?;
+        let shutdown = shutdown.clone();
+        surfaces.push(Surface {
+            name: "dns",
+            address: udp.local_addr()?,
+            serve: Box::pin(berth_dns::serve(
+                registry.clone(),
+                config.dns.clone(),
+                udp,
+                tcp,
+                async move { shutdown.cancelled().await },
+            )),
+        });
+    }
+    surfaces.push(Surface {
         name: "http",
         address: http.local_addr()?,
         serve: Box::pin(berth_api::serve(
             http,
             state,
-            berth_api::server::Limits::default(),
+            config.connection_limits,
             tls.clone(),
         )),
-    }];
+    });
     let data_dir = match &config.store {
         StoreLocation::Embedded => Some(config.data_dir.display().to_string()),
         StoreLocation::Etcd { .. } => None,
@@ -199,7 +244,31 @@ pub async fn run(config: ServeConfig, unknown_env: Vec<String>) -> anyhow::Resul
              anyone who reaches it can change everything"
         );
     }
+    // A store that can no longer write (a full or failing disk) ends the process, non-zero,
+    // so a supervisor restarts it: never a server that looks alive while nothing expires.
+    let store_failure = std::sync::Arc::new(std::sync::OnceLock::new());
+    {
+        let (store, shutdown, store_failure) =
+            (store.clone(), shutdown.clone(), store_failure.clone());
+        tokio::spawn(async move {
+            let cause = store.failed().await;
+            tracing::error!(
+                %cause,
+                "the store failed and takes no more writes: berth exits so that its supervisor \
+                 restarts it (nothing acknowledged is lost; /health answers 503 meanwhile)"
+            );
+            let _ = store_failure.set(cause);
+            // Time for requests in flight to get their 503 and for a probe to see /health.
+            tokio::time::sleep(STORE_FAILURE_GRACE).await;
+            shutdown.cancel();
+        });
+    }
     serve_until_shutdown(surfaces, &shutdown).await;
+    if let Some(cause) = store_failure.get() {
+        drop(registry);
+        let _ = store.close().await;
+        anyhow::bail!("the store failed: {cause}");
+    }
     drop(registry);
     store
         .close()

@@ -17,7 +17,8 @@ pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 
 const MAX_TEXT: usize = 256;
 const MAX_TAGS: usize = 64;
-const MAX_META: usize = 64;
+/// Metadata entries an instance may carry.
+pub const MAX_META: usize = 64;
 const MAX_META_KEY: usize = 128;
 const MAX_META_VALUE: usize = 1024;
 

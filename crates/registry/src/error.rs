@@ -31,6 +31,9 @@ pub enum RegistryError {
     /// change over its operation limit.
     #[error("{0}")]
     TooLarge(String),
+    /// A cap on what clients may store was reached (the message names its setting).
+    #[error("{0}")]
+    LimitReached(String),
     /// The store cannot be reached or is shutting down; retrying later may succeed.
     #[error("{0}")]
     Unavailable(String),

@@ -26,7 +26,11 @@ pub use live::view::{LiveInstance, ServiceSummary, ServiceView};
 
 use berth_domain::catalog::allocator::PortRange;
 use berth_domain::{Instance, InstanceDefaults, InstanceId, ServiceName, Timestamp};
-use berth_store::{AnyStore, RangeRequest, Store, StoreError};
+use berth_store::{AnyStore, Store, StoreError};
+
+/// How many records one read of a large range carries: big records (an instance may be ~90 KiB)
+/// keep each answer far below etcd's message limit.
+pub(crate) const PAGE: usize = 256;
 
 /// What surfaces need of the store's vocabulary, so none of them depends on the store.
 pub use berth_store::{Revision, StoreKind, StoreStatus};
@@ -55,6 +59,31 @@ pub struct RegistryConfig {
     /// may fall behind before it is reset.
     pub feed_ring: usize,
     pub auth: auth::AuthConfig,
+    /// Caps on what clients can make the registry hold.
+    pub caps: Caps,
+    /// How much of the catalog journal is kept.
+    pub journal: catalog::JournalRetention,
+}
+
+/// How much clients may store, so that one cannot take the memory every other needs. Each
+/// refusal names its setting. Checked against this node's view, so concurrent registrations
+/// through several nodes may pass a cap by a few.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caps {
+    pub instances_per_service: usize,
+    pub instances: usize,
+    /// Backends, and frontends (each).
+    pub routing_entities: usize,
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        Caps {
+            instances_per_service: 10_000,
+            instances: 1_000_000,
+            routing_entities: 10_000,
+        }
+    }
 }
 
 impl Default for RegistryConfig {
@@ -64,6 +93,8 @@ impl Default for RegistryConfig {
             ports: PortRange::default(),
             feed_ring: live::feed::RING,
             auth: auth::AuthConfig::default(),
+            caps: Caps::default(),
+            journal: catalog::JournalRetention::default(),
         }
     }
 }
@@ -104,7 +135,26 @@ struct Inner {
     /// The last revision that changed the catalog.
     catalog_revision: Arc<AtomicI64>,
     follower: tokio::task::JoinHandle<()>,
+    /// Prunes the catalog journal now and then (see `prune_journal`).
+    journal_pruner: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
     counters: Counters,
+}
+
+/// Prunes the journal every [`catalog::JOURNAL_PRUNE_INTERVAL`] for as long as the registry
+/// lives; a failed run is logged and tried again at the next.
+async fn prune_journal_now_and_then(registry: std::sync::Weak<Inner>) {
+    let period = catalog::JOURNAL_PRUNE_INTERVAL;
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(inner) = registry.upgrade() else {
+            return;
+        };
+        if let Err(error) = (Registry { inner }).prune_journal().await {
+            tracing::warn!(%error, "pruning the catalog journal failed; trying again later");
+        }
+    }
 }
 
 /// Metric handles taken once at start (the heartbeat path should not look them up by name).
@@ -133,6 +183,9 @@ impl Counters {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.follower.abort();
+        if let Some(pruner) = self.journal_pruner.get() {
+            pruner.abort();
+        }
     }
 }
 
@@ -199,10 +252,13 @@ impl Registry {
                 heartbeat_epoch: std::sync::atomic::AtomicU64::new(0),
                 catalog_revision,
                 follower,
+                journal_pruner: std::sync::OnceLock::new(),
                 counters: Counters::new(),
             }),
         };
         registry.ensure_seeded().await?;
+        let pruner = tokio::spawn(prune_journal_now_and_then(Arc::downgrade(&registry.inner)));
+        let _ = registry.inner.journal_pruner.set(pruner);
         Ok(registry)
     }
 
@@ -401,14 +457,10 @@ async fn read_all(
     ),
     StoreError,
 > {
-    let live = store.range(RangeRequest::prefix(keys::INSTANCES)).await?;
-    let at = live.revision;
-    let durable = store
-        .range(RangeRequest::prefix(keys::CATALOG).at_revision(at))
-        .await?;
-    let tokens = store
-        .range(RangeRequest::prefix(keys::AUTH).at_revision(at))
-        .await?;
+    let live = store.range_all(keys::INSTANCES.into(), PAGE, None).await?;
+    let at = Some(live.revision);
+    let durable = store.range_all(keys::CATALOG.into(), PAGE, at).await?;
+    let tokens = store.range_all(keys::AUTH.into(), PAGE, at).await?;
     Ok((live, durable, tokens))
 }
 

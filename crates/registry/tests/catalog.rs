@@ -192,8 +192,9 @@ async fn explicit_ports_are_checked_and_kept_unique() {
         (chosen.ports()[0].external, chosen.ports()[0].internal),
         (30_000, 1234)
     );
-    // One explicit port far up pushes every later new family above it.
-    assert_eq!(create(r, "cc", "play").await, 30_011);
+    // An explicit port far up moves nothing: the next new family's block follows the ports
+    // the allocator chose (defect F6), and the explicit port's block stays its own.
+    assert_eq!(create(r, "cc", "play").await, 6_021);
     assert!(matches!(
         catalog_error(r.create_app(new_app("dd", "nope", &[])).await),
         CatalogError::KindNotFound(_)
@@ -554,4 +555,110 @@ async fn an_import_that_loses_a_race_between_parts_leaves_nothing() {
         }
     }
     assert!(undone > 0, "the race between parts never happened");
+}
+
+/// A wall clock the test moves.
+#[derive(Clone, Default)]
+struct SteppedClock(Arc<std::sync::atomic::AtomicU64>);
+
+impl berth_registry::WallClock for SteppedClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_millis(self.0.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+/// Defect F7(d): the journal is pruned to the newest entries of each record and by age (each
+/// record's newest kept), and listings read it in a bounded window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journal_is_pruned_by_count_and_age_and_listed_by_window() {
+    use berth_registry::catalog::{JournalRetention, JournalWindow};
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(EmbeddedOptions::new(dir.path()))
+        .await
+        .unwrap();
+    let clock = SteppedClock::default();
+    clock
+        .0
+        .store(1_700_000_000_000, std::sync::atomic::Ordering::SeqCst);
+    let r = Registry::start(
+        AnyStore::Embedded(store),
+        RegistryConfig {
+            journal: JournalRetention {
+                per_record: 3,
+                max_age: Some(std::time::Duration::from_secs(3600)),
+            },
+            ..RegistryConfig::default()
+        },
+        Arc::new(clock.clone()),
+    )
+    .await
+    .unwrap();
+    for _ in 0..4 {
+        create(&r, "churn", "play").await;
+        r.delete_app(&app("churn")).await.unwrap();
+    }
+    create(&r, "old", "play").await;
+    add_kind(&r, "old", "nodejs").await;
+    assert_eq!(r.app_history(&app("churn")).await.unwrap().len(), 8);
+
+    // By count: 5 of churn's 8 go.
+    assert_eq!(r.prune_journal().await.unwrap(), 5);
+    assert_eq!(
+        r.prune_journal().await.unwrap(),
+        0,
+        "pruning twice is harmless"
+    );
+    let churn = r.app_history(&app("churn")).await.unwrap();
+    let changes: Vec<ChangeType> = churn.iter().map(|h| h.change).collect();
+    assert_eq!(
+        changes,
+        vec![ChangeType::Delete, ChangeType::Insert, ChangeType::Delete]
+    );
+
+    // By age, two hours later: all but the newest of churn and of old; young is new.
+    clock
+        .0
+        .fetch_add(2 * 3600 * 1000, std::sync::atomic::Ordering::SeqCst);
+    create(&r, "young", "play").await;
+    assert_eq!(r.prune_journal().await.unwrap(), 3);
+    let churn = r.app_history(&app("churn")).await.unwrap();
+    assert_eq!(churn.len(), 1);
+    assert_eq!(churn[0].change, ChangeType::Delete);
+    let old = r.app_history(&app("old")).await.unwrap();
+    assert_eq!(old.len(), 1);
+    assert_eq!(old[0].change, ChangeType::Update);
+    assert_eq!(r.app_history(&app("young")).await.unwrap().len(), 1);
+
+    // Listings: 3 entries in all, oldest first unless asked otherwise.
+    let all = r
+        .app_journal(&JournalWindow {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all.windows(2).all(|w| w[0].revision < w[1].revision));
+    let newest = r
+        .app_journal(&JournalWindow {
+            newest_first: true,
+            offset: 1,
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let revisions: Vec<_> = newest.iter().map(|h| h.revision).collect();
+    assert_eq!(revisions, vec![all[1].revision, all[0].revision]);
+    let only = r
+        .app_journal(&JournalWindow {
+            records: vec!["old".into(), "young".into()],
+            ids: vec![all[2].revision, all[0].revision],
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0].record.id(), &app("young"));
 }

@@ -113,6 +113,17 @@ pub async fn open_store(
 }
 
 impl AnyStore {
+    /// Resolves with the cause when the store can no longer write and the process should
+    /// exit to be restarted (the embedded store's disk failed). Never, on etcd: a node there
+    /// keeps trying, and etcd itself reports its health.
+    pub async fn failed(&self) -> String {
+        match self {
+            AnyStore::Embedded(store) => store.failed().await,
+            #[cfg(feature = "etcd")]
+            AnyStore::Etcd(_) => std::future::pending().await,
+        }
+    }
+
     /// Flushes what the backend keeps in memory (the embedded store's lease checkpoint) and
     /// stops its background work.
     pub async fn close(&self) -> Result<()> {

@@ -71,6 +71,37 @@ pub trait Store: Send + Sync + 'static {
 
     /// The current revision and the oldest one still readable.
     fn status(&self) -> impl Future<Output = Result<StoreStatus>> + Send;
+
+    /// Every key under `prefix`, read in pages of `page` keys at one revision (`at`, or the
+    /// first page's), so no single answer is large (etcd refuses answers over its message
+    /// limit) and the whole is one consistent snapshot.
+    fn range_all(
+        &self,
+        prefix: bytes::Bytes,
+        page: usize,
+        at: Option<Revision>,
+    ) -> impl Future<Output = Result<RangeResponse>> + Send {
+        async move {
+            let mut request = RangeRequest::prefix(prefix.clone()).with_limit(page);
+            request.revision = at;
+            let mut all = self.range(request).await?;
+            let revision = all.revision;
+            while all.more {
+                let Some(last) = all.kvs.last().map(|kv| kv.key.clone()) else {
+                    break;
+                };
+                request = RangeRequest::prefix(prefix.clone())
+                    .with_limit(page)
+                    .at_revision(revision)
+                    .after(last);
+                let next = self.range(request).await?;
+                all.kvs.extend(next.kvs);
+                all.more = next.more;
+            }
+            all.revision = revision;
+            Ok(all)
+        }
+    }
 }
 
 /// Reads one key; `None` when absent.
@@ -102,4 +133,17 @@ pub async fn delete<S: Store + ?Sized>(
 ) -> Result<Revision> {
     let txn = Txn::new().and_then(vec![TxnOp::Delete(KeyRange::Key(key.into()))]);
     Ok(store.txn(txn).await?.revision)
+}
+
+/// The first key after every key that starts with `prefix`; `None` when there is none (an
+/// empty prefix, or one made only of 0xff bytes).
+pub(crate) fn prefix_end_key(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }

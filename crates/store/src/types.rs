@@ -88,6 +88,8 @@ pub struct RangeRequest {
     pub revision: Option<Revision>,
     /// At most this many keys, in key order.
     pub limit: Option<usize>,
+    /// Only keys after this one (the last key of the page before), for paging.
+    pub after: Option<Bytes>,
 }
 
 impl RangeRequest {
@@ -96,7 +98,14 @@ impl RangeRequest {
             range,
             revision: None,
             limit: None,
+            after: None,
         }
+    }
+
+    /// The next page: only keys after `key`.
+    pub fn after(mut self, key: Bytes) -> Self {
+        self.after = Some(key);
+        self
     }
 
     pub fn prefix(prefix: impl Into<Bytes>) -> Self {

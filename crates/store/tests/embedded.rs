@@ -305,3 +305,73 @@ async fn flipped_bytes_are_refused_or_recovered_never_served_wrong() {
     std::fs::write(&path, bytes).unwrap();
     opens_intact_or_refuses(dir.path()).await;
 }
+
+/// F3: history is bounded by bytes as well as by revisions. With a 256 KiB budget, 100
+/// revisions of 16 KiB (1.6 MiB) leave at most the budget on disk: the oldest are compacted
+/// away by the writer itself (no timed compaction runs here), the newest are kept, and the
+/// budget holds again after a restart (the sizes are read back from the log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_is_compacted_when_it_outgrows_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let opened = || {
+        let mut options = EmbeddedOptions::new(dir.path());
+        options.retained_bytes = 256 * 1024;
+        options.compaction_interval = Duration::from_secs(3600);
+        EmbeddedStore::open(options)
+    };
+    let value = "x".repeat(16 * 1024);
+    let store = opened().await.unwrap();
+    let first = put(&store, "/big/0", value.clone(), None).await.unwrap();
+    let mut last = first;
+    for i in 1..100 {
+        last = put(&store, format!("/big/{i}"), value.clone(), None)
+            .await
+            .unwrap();
+    }
+    let compacted = store.status().await.unwrap().compact_revision.unwrap();
+    assert!(compacted > first, "nothing was compacted: {compacted}");
+    // About 16 revisions fit in the budget; at least three quarters of it are kept.
+    let kept = last.0 - compacted.0 + 1;
+    assert!((10..=17).contains(&kept), "{kept} revisions kept");
+    let mut too_old = store
+        .watch(Bytes::from_static(b"/big/"), Some(first))
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(WAIT, too_old.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(answer, Err(StoreError::Compacted { .. })),
+        "{answer:?}"
+    );
+    // The newest revisions are there to watch from.
+    let mut watch = store
+        .watch(Bytes::from_static(b"/big/"), Some(compacted))
+        .await
+        .unwrap();
+    let batch = tokio::time::timeout(WAIT, watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(batch.revision, compacted);
+    drop(watch);
+    store.close().await.unwrap();
+    drop(store);
+
+    let store = opened().await.unwrap();
+    for i in 100..120 {
+        last = put(&store, format!("/big/{i}"), value.clone(), None)
+            .await
+            .unwrap();
+    }
+    let after_restart = store.status().await.unwrap().compact_revision.unwrap();
+    let kept = last.0 - after_restart.0 + 1;
+    assert!(after_restart > compacted, "the budget was lost at restart");
+    assert!(
+        (10..=17).contains(&kept),
+        "{kept} revisions kept after restart"
+    );
+    store.close().await.unwrap();
+}

@@ -96,6 +96,11 @@ impl ChildGuard {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// How the process ended, if it has.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
 }
 
 impl Drop for ChildGuard {
@@ -389,6 +394,10 @@ impl BerthServer {
         if !args.iter().any(|a| a.starts_with("--listen")) {
             full.push("--listen=127.0.0.1:0".into());
         }
+        // Many servers run at once: DNS on a free port unless the test says where.
+        if !args.iter().any(|a| a.starts_with("--dns-listen")) {
+            full.push("--dns-listen=127.0.0.1:0".into());
+        }
         full.extend_from_slice(args);
         let (process, log, address) = spawn_logged(&full, env, |event| {
             (event["message"] == "listening" && event["surface"] == "http")
@@ -414,6 +423,16 @@ impl BerthServer {
         lines(&self.log)
     }
 
+    /// The address a surface (`http`, `dns`) listens on, from its `listening` line.
+    pub fn surface_address(&self, surface: &str) -> Option<String> {
+        self.log().iter().find_map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).ok()?;
+            (event["message"] == "listening" && event["surface"] == surface)
+                .then(|| event["address"].as_str().map(String::from))
+                .flatten()
+        })
+    }
+
     pub fn pid(&self) -> i32 {
         self.process.pid()
     }
@@ -421,6 +440,11 @@ impl BerthServer {
     /// Sends `signal` (SIGHUP: re-read the TLS certificates).
     pub fn signal(&self, signal: rustix::process::Signal) {
         self.process.signal(signal);
+    }
+
+    /// How the process ended, if it has (without stopping it).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.process.exited()
     }
 
     /// SIGTERM, then waits for the exit (at most `within`).

@@ -14,11 +14,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("store", &[]),
     ("registry", &["domain", "store"]),
     ("api", &["domain", "registry"]),
+    ("dns", &["domain", "registry"]),
     ("client", &[]),
     ("agent", &["client", "domain"]),
     (
         "berth",
-        &["agent", "api", "client", "domain", "registry", "store"],
+        &[
+            "agent", "api", "client", "dns", "domain", "registry", "store",
+        ],
     ),
     ("bench", &["client", "domain", "store", "testkit"]),
     ("testkit", &[]),

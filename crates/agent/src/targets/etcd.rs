@@ -50,6 +50,9 @@ impl PathElement {
 pub struct EtcdLayout {
     pub prefix: String,
     pub elements: Vec<PathElement>,
+    /// Copy the container's whole environment into each document (`env`), as
+    /// service-registrar did. Off unless asked for: environments hold secrets.
+    pub publish_env: bool,
 }
 
 impl EtcdLayout {
@@ -67,6 +70,7 @@ impl EtcdLayout {
         Ok(EtcdLayout {
             prefix: format!("/{}", prefix.trim_matches('/')),
             elements,
+            publish_env: false,
         })
     }
 
@@ -77,7 +81,9 @@ impl EtcdLayout {
         doc.insert("id".into(), json!(container.id));
         doc.insert("host".into(), json!(host_id));
         doc.insert("ipaddress".into(), json!(record.spec.address().to_string()));
-        doc.insert("env".into(), json!(container.env));
+        if self.publish_env {
+            doc.insert("env".into(), json!(container.env));
+        }
         doc.insert("tags".into(), json!(record.spec.tags()));
         doc.insert("name".into(), json!(format!("/{}", container.name)));
         doc.insert("image".into(), json!(container.image));
@@ -142,6 +148,22 @@ fn unreachable(error: etcd_client::Error) -> TargetError {
     TargetError::Unreachable(format!("etcd: {error}"))
 }
 
+/// How long one call to etcd may take: a black-holed etcd must not stop the reconciler until
+/// TCP gives up, minutes later.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `call`, or `Unreachable` once it took longer than [`CALL_TIMEOUT`].
+async fn within<T>(
+    call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, TargetError> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(answer) => answer.map_err(unreachable),
+        Err(_) => Err(TargetError::Unreachable(format!(
+            "etcd did not answer within {CALL_TIMEOUT:?}"
+        ))),
+    }
+}
+
 impl EtcdTarget {
     /// `ttl`: attach keys to a lease of this TTL (ttl mode), or `None` (prune mode);
     /// `options`: TLS and credentials for etcd.
@@ -152,9 +174,7 @@ impl EtcdTarget {
         ttl: Option<Duration>,
         options: Option<etcd_client::ConnectOptions>,
     ) -> Result<EtcdTarget, TargetError> {
-        let client = Client::connect(endpoints, options)
-            .await
-            .map_err(unreachable)?;
+        let client = within(Client::connect(endpoints, options)).await?;
         Ok(EtcdTarget {
             client,
             endpoints: endpoints.to_vec(),
@@ -183,12 +203,12 @@ impl EtcdTarget {
 
     pub async fn owned(&self) -> Result<Owned, TargetError> {
         let prefix = format!("{}/", self.layout.prefix.trim_end_matches('/'));
-        let answer = self
-            .client
-            .clone()
-            .get(prefix, Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(unreachable)?;
+        let answer = within(
+            self.client
+                .clone()
+                .get(prefix, Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
         let mut owned = Owned::new();
         for kv in answer.kvs() {
             let (Ok(key), Ok(value)) = (kv.key_str(), kv.value_str()) else {
@@ -215,12 +235,7 @@ impl EtcdTarget {
             return Ok(Some(id));
         }
         let seconds = ttl.as_secs_f64().ceil().max(1.0) as i64;
-        let granted = self
-            .client
-            .clone()
-            .lease_grant(seconds, None)
-            .await
-            .map_err(unreachable)?;
+        let granted = within(self.client.clone().lease_grant(seconds, None)).await?;
         *lease = Some(granted.id());
         Ok(Some(granted.id()))
     }
@@ -230,29 +245,23 @@ impl EtcdTarget {
         let put = |lease: Option<i64>| {
             let (key, value) = (key.clone(), value.clone());
             let options = lease.map(|id| PutOptions::new().with_lease(id));
-            async move { self.client.clone().put(key, value, options).await }
+            async move { within(self.client.clone().put(key, value, options)).await }
         };
         match put(self.lease().await?).await {
             Ok(_) => Ok(()),
             // The lease expired while no record was on it to renew: a new one, once.
             Err(error) if error.to_string().contains("lease not found") => {
                 *self.lease.lock().await = None;
-                put(self.lease().await?)
-                    .await
-                    .map(|_| ())
-                    .map_err(unreachable)
+                put(self.lease().await?).await.map(|_| ())
             }
-            Err(error) => Err(unreachable(error)),
+            Err(error) => Err(error),
         }
     }
 
     pub async fn remove(&self, key: &str) -> Result<(), TargetError> {
-        self.client
-            .clone()
-            .delete(key, None)
+        within(self.client.clone().delete(key, None))
             .await
             .map(|_| ())
-            .map_err(unreachable)
     }
 
     /// ttl mode: one keepalive for the lease. A lease that expired took its keys with it; every
@@ -261,14 +270,9 @@ impl EtcdTarget {
         let Some(id) = *self.lease.lock().await else {
             return Ok(Vec::new());
         };
-        let (mut keeper, mut answers) = self
-            .client
-            .clone()
-            .lease_keep_alive(id)
-            .await
-            .map_err(unreachable)?;
-        keeper.keep_alive().await.map_err(unreachable)?;
-        let alive = match answers.message().await.map_err(unreachable)? {
+        let (mut keeper, mut answers) = within(self.client.clone().lease_keep_alive(id)).await?;
+        within(keeper.keep_alive()).await?;
+        let alive = match within(answers.message()).await? {
             Some(answer) => answer.ttl() > 0,
             None => false,
         };
@@ -307,8 +311,15 @@ mod tests {
 
     #[test]
     fn the_default_layout_is_service_registrars() {
-        let layout = EtcdLayout::new("/services", DEFAULT_PATH).unwrap();
+        let mut layout = EtcdLayout::new("/services", DEFAULT_PATH).unwrap();
         let record = record(&[("ENVIRONMENT", "prod"), ("NAME", "etc")]);
+        let (_, private) = layout.entry("node1", &record);
+        let doc: Value = serde_json::from_str(&private).unwrap();
+        assert!(
+            doc.get("env").is_none(),
+            "the environment stays private by default"
+        );
+        layout.publish_env = true;
         let (key, value) = layout.entry("node1", &record);
         assert_eq!(key, "/services/prod/etc/4001/49155/50ccf6e665e0");
         let doc: Value = serde_json::from_str(&value).unwrap();

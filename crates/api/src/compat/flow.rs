@@ -17,7 +17,8 @@ use berth_domain::catalog::{
     AppId, Application, ApplicationDraft, CatalogError, Kind, KindDraft, KindName,
 };
 use berth_registry::RegistryError;
-use berth_registry::catalog::{AppQuery, AppSort, HistoryEntry, StoredKind};
+use berth_registry::Revision;
+use berth_registry::catalog::{AppQuery, AppSort, JournalWindow};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -582,14 +583,9 @@ async fn delete_dependency(
 }
 
 /// The journal listings' common query: `id` (entry ids), the records' ids, `limit`, `offset`,
-/// `sort` (`journal_timestamp` or `-journal_timestamp`).
-fn select_versions<T>(
-    params: &Params,
-    record_param: &str,
-    entries: Vec<HistoryEntry<T>>,
-    record_id: impl Fn(&T) -> &str,
-) -> FlowResult<Vec<HistoryEntry<T>>> {
-    let descending = match params.one("sort").unwrap_or("journal_timestamp") {
+/// `sort` (`journal_timestamp` or `-journal_timestamp`), as the window the registry reads.
+fn journal_window(params: &Params, record_param: &str) -> FlowResult<JournalWindow> {
+    let newest_first = match params.one("sort").unwrap_or("journal_timestamp") {
         "journal_timestamp" => false,
         "-journal_timestamp" => true,
         other => {
@@ -599,25 +595,34 @@ fn select_versions<T>(
         }
     };
     let (limit, offset) = paging(params)?;
-    let ids = params.all("id");
-    let records = params.all(record_param);
-    let mut selected: Vec<HistoryEntry<T>> = entries
-        .into_iter()
-        .filter(|e| ids.is_empty() || ids.contains(&e.revision.0.to_string()))
-        .filter(|e| records.is_empty() || records.iter().any(|r| r == record_id(&e.record)))
+    // Entry ids are revisions: one that is not a number matches no entry.
+    let given = params.all("id");
+    let ids: Vec<Revision> = given
+        .iter()
+        .filter_map(|id| id.parse::<i64>().ok().map(Revision))
         .collect();
-    if descending {
-        selected.reverse();
-    }
-    Ok(selected.into_iter().skip(offset).take(limit).collect())
+    let limit = if !given.is_empty() && ids.is_empty() {
+        0
+    } else {
+        limit
+    };
+    Ok(JournalWindow {
+        records: params.all(record_param),
+        ids,
+        newest_first,
+        offset,
+        limit,
+    })
 }
 
 async fn application_versions(
     State(state): State<ApiState>,
     params: Params,
 ) -> FlowResult<Response> {
-    let entries = state.registry.all_app_history().await?;
-    let selected = select_versions(&params, "application", entries, |app| app.id().as_str())?;
+    let selected = state
+        .registry
+        .app_journal(&journal_window(&params, "application")?)
+        .await?;
     let body: Vec<Value> = selected
         .iter()
         .map(|entry| {
@@ -633,10 +638,10 @@ async fn application_versions(
 }
 
 async fn service_versions(State(state): State<ApiState>, params: Params) -> FlowResult<Response> {
-    let entries = state.registry.all_kind_history().await?;
-    let selected = select_versions(&params, "service", entries, |kind: &StoredKind| {
-        kind.kind.name().as_str()
-    })?;
+    let selected = state
+        .registry
+        .kind_journal(&journal_window(&params, "service")?)
+        .await?;
     let body: Vec<Value> = selected
         .iter()
         .map(|entry| {

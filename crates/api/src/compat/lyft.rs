@@ -387,6 +387,18 @@ impl LyftTags {
         if self.weight.is_some() {
             draft.weight = self.weight;
         }
+        // Merged tags could only grow until the metadata cap refused every renewal and the
+        // host expired (defect M18): past the cap, the tags given replace the merged ones.
+        let added = self
+            .other
+            .iter()
+            .filter(|(key, _)| !draft.meta.contains_key(key))
+            .count();
+        if draft.meta.len() + added > berth_domain::MAX_META {
+            draft
+                .meta
+                .retain(|key, _| !key.starts_with(TAG_META_PREFIX));
+        }
         for (key, value) in &self.other {
             draft.meta.insert(key.clone(), value.clone());
         }
@@ -618,5 +630,34 @@ mod tests {
             python_datetime(berth_domain::Timestamp::from_millis(1_795_302_278_949)),
             "2026-11-21 23:04:38.949000"
         );
+    }
+
+    /// Defect M18: tags merge as lyft's did, but never past the metadata cap.
+    #[test]
+    fn merged_tags_never_outgrow_the_metadata_cap() {
+        let tags = |range: std::ops::Range<usize>| {
+            let map: Map<String, Value> = range
+                .map(|i| (format!("t{i}"), json!(i.to_string())))
+                .collect();
+            let Ok(tags) = LyftTags::read(&map) else {
+                panic!("tags that read")
+            };
+            tags
+        };
+        let mut draft = InstanceDraft::default();
+        draft.meta.insert("owner".into(), "payments".into());
+        tags(0..60).merge_into(&mut draft);
+        assert_eq!(draft.meta.len(), 61, "merged below the cap");
+        tags(0..2).merge_into(&mut draft);
+        assert_eq!(draft.meta.len(), 61, "known tags replace");
+        tags(100..110).merge_into(&mut draft);
+        assert_eq!(
+            draft.meta.len(),
+            11,
+            "past the cap the given tags replace the merged"
+        );
+        assert!(draft.meta.contains_key("owner"));
+        assert!(draft.meta.contains_key("lyft.tag.t105"));
+        assert!(!draft.meta.contains_key("lyft.tag.t0"));
     }
 }

@@ -6,7 +6,7 @@
 use crate::ApiState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Params;
-use crate::metrics::InFlight;
+use crate::heavy::Heavy;
 use crate::native::instances::{InstanceDto, parse_service};
 use axum::Extension;
 use axum::body::Body;
@@ -179,6 +179,7 @@ pub async fn events(
                 .with_field("after"),
         );
     }
+    let slot = state.heavy.take(Heavy::EventStream)?;
     let subscription = state.registry.subscribe(service, after.map(Revision)).await;
     // The stream ends at shutdown, and when the token that opened it is revoked.
     let registry = state.registry.clone();
@@ -187,7 +188,7 @@ pub async fn events(
         Box::pin(shutdown),
         Box::pin(async move { registry.revoked(&by).await }),
     );
-    let open = InFlight::new(metrics::gauge!("berth_http_event_streams"));
+    let open = slot;
     let stream = into_stream(subscription)
         .map(move |bytes| {
             // Held by the stream: the gauge goes down when the client goes away.

@@ -7,7 +7,7 @@ use crate::cache::Freshness;
 use crate::error::{ApiError, ApiResult, internal};
 use crate::extract::{ApiPath, JsonBody, Params, encode_segment};
 use crate::format::rfc3339;
-use crate::metrics::InFlight;
+use crate::heavy::Heavy;
 use crate::reply::{json_bytes, with_location};
 use axum::Extension;
 use axum::extract::State;
@@ -334,12 +334,15 @@ pub async fn list_instances(
         _ => Consistency::Local,
     };
     let view = match params.parsed::<i64>("index", "a revision number")? {
-        Some(index) if index > 0 => {
+        // An index beyond anything this node has seen comes from another store (restored, or
+        // reset): answer now, so the client takes the index it gets and starts over, as
+        // Consul's clients do when the index goes backwards.
+        Some(index) if index > 0 && Revision(index) <= state.registry.view_revision() => {
             let wait = params
                 .duration("wait")?
                 .unwrap_or(DEFAULT_WAIT)
                 .min(MAX_WAIT);
-            let _waiting = InFlight::new(metrics::gauge!("berth_http_blocking_queries"));
+            let _waiting = state.heavy.take(Heavy::BlockingQuery)?;
             tokio::select! {
                 view = state.registry.wait_for_service(&service, Revision(index), wait) => view?,
                 () = state.shutdown.cancelled() => state.registry.service(&service, Consistency::Local).await?,

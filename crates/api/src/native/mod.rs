@@ -7,6 +7,7 @@ pub mod events;
 pub mod instances;
 pub mod kinds;
 pub mod routing;
+pub mod sd;
 pub mod tokens;
 pub mod transfer;
 

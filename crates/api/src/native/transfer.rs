@@ -144,6 +144,36 @@ fn snapshot_from(
     }
 }
 
+/// Refuses YAML anchors and aliases before anything is built from the document: aliases of
+/// aliases multiply (a few megabytes can stand for billions of values), and an export never
+/// needs them. The scan reads events one at a time and keeps none.
+fn refuse_yaml_aliases(body: &[u8]) -> ApiResult<()> {
+    use yaml_rust2::parser::{Event, Parser};
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("the YAML export is not UTF-8"))?;
+    let mut parser = Parser::new_from_str(text);
+    loop {
+        let (event, mark) = parser.next_token().map_err(|e| {
+            ApiError::bad_request(format!("the request body is not a valid YAML export: {e}"))
+        })?;
+        let anchored = match event {
+            Event::StreamEnd => return Ok(()),
+            Event::Alias(_) => true,
+            Event::Scalar(_, _, anchor, _)
+            | Event::SequenceStart(anchor, _)
+            | Event::MappingStart(anchor, _) => anchor > 0,
+            _ => false,
+        };
+        if anchored {
+            return Err(ApiError::bad_request(format!(
+                "YAML anchors and aliases are not accepted in an import (line {}, column {})",
+                mark.line(),
+                mark.col() + 1
+            )));
+        }
+    }
+}
+
 /// `POST /v1/catalog/import`: an export (JSON, or YAML with a YAML content type), all or
 /// nothing.
 pub async fn import(State(state): State<ApiState>, request: Request) -> ApiResult<Response> {
@@ -155,8 +185,10 @@ pub async fn import(State(state): State<ApiState>, request: Request) -> ApiResul
     if !yaml {
         crate::extract::require_json(request.headers())?;
     }
+    let _importing = state.heavy.take(crate::heavy::Heavy::Import)?;
     let body = read_body_up_to(request, IMPORT_BODY_LIMIT).await?;
     let dto: CatalogDto<'_> = if yaml {
+        refuse_yaml_aliases(&body)?;
         serde_norway::from_slice(&body).map_err(|e| {
             ApiError::bad_request(format!("the request body is not a valid YAML export: {e}"))
         })?
@@ -175,5 +207,56 @@ pub async fn import(State(state): State<ApiState>, request: Request) -> ApiResul
             "backends": summary.backends,
             "frontends": summary.frontends,
         }),
+    )
+}
+
+#[derive(Serialize)]
+struct AllocatorDto {
+    start: u16,
+    block_size: u16,
+    ceiling: u16,
+    denied: Vec<u16>,
+    /// The highest port the allocator ever handed out: new families get blocks above it.
+    high_water: Option<u16>,
+    /// The highest external port claimed now, inside the range.
+    highest_claimed: Option<u16>,
+    /// The port a new family would get now; `null` when no block is left.
+    next_new_family_port: Option<u16>,
+}
+
+fn allocator_dto(status: berth_registry::catalog::AllocatorStatus) -> AllocatorDto {
+    AllocatorDto {
+        start: status.range.start,
+        block_size: status.range.block_size,
+        ceiling: status.range.ceiling,
+        denied: status.range.denied,
+        high_water: status.high_water,
+        highest_claimed: status.highest_claimed,
+        next_new_family_port: status.next_new_family_port,
+    }
+}
+
+/// `GET /v1/catalog/allocator`: where the port allocator stands.
+pub async fn allocator(State(state): State<ApiState>) -> ApiResult<Response> {
+    json(
+        StatusCode::OK,
+        &allocator_dto(state.registry.allocator_status().await?),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HighWaterBody {
+    high_water: u16,
+}
+
+/// `PUT /v1/catalog/allocator`: sets the high-water mark (a repair).
+pub async fn set_high_water(
+    State(state): State<ApiState>,
+    crate::extract::JsonBody(body): crate::extract::JsonBody<HighWaterBody>,
+) -> ApiResult<Response> {
+    json(
+        StatusCode::OK,
+        &allocator_dto(state.registry.set_high_water(body.high_water).await?),
     )
 }

@@ -394,7 +394,12 @@ async fn prune_mode_on_etcd_writes_service_registrars_keys_and_documents() {
         .unwrap();
     kv.put("/services/junk", "not json", None).await.unwrap();
     let target = format!("etcd://{}", etcd.endpoint());
-    let mut agent = start_agent(&scope, &target, "host-e", &["--mode=prune", "--resync=1s"]);
+    let mut agent = start_agent(
+        &scope,
+        &target,
+        "host-e",
+        &["--mode=prune", "--resync=1s", "--publish-env"],
+    );
     let container = name(&scope, "etc");
     scope.run(
         &[
@@ -795,7 +800,7 @@ async fn the_etcd_target_reaches_an_etcd_with_tls_and_authentication() {
         cert_file: peer.cert_file.clone(),
         key_file: peer.key_file.clone(),
     });
-    let mut kv = crate::tls::enable_etcd_auth(&etcd, &ca, &client, "agent-pw").await;
+    let kv = crate::tls::enable_etcd_auth(&etcd, &ca, &client, "agent-pw").await;
     let password_file = dir.join("password");
     std::fs::write(&password_file, "agent-pw").unwrap();
     let _agent = start_agent(
@@ -824,7 +829,7 @@ async fn the_etcd_target_reaches_an_etcd_with_tls_and_authentication() {
         &scope.image("sec:1"),
         IDLE,
     );
-    let found = until("the key in the secured etcd", PROMPT, || {
+    let answer = until("the key in the secured etcd", PROMPT, || {
         let mut kv = kv.clone();
         async move {
             let answer = kv
@@ -834,10 +839,79 @@ async fn the_etcd_target_reaches_an_etcd_with_tls_and_authentication() {
                 )
                 .await
                 .unwrap();
-            (!answer.kvs().is_empty()).then_some(answer.kvs().len())
+            (!answer.kvs().is_empty()).then_some(answer)
         }
     })
     .await;
-    assert_eq!(found, 1);
-    let _ = kv.status().await.unwrap();
+    assert_eq!(answer.kvs().len(), 1);
+    let document: serde_json::Value =
+        serde_json::from_str(answer.kvs()[0].value_str().unwrap()).unwrap();
+    assert!(
+        document.get("env").is_none(),
+        "without --publish-env the container's environment stays out of etcd: {document}"
+    );
+}
+
+/// F8, with the FAKE engine (`fake_docker.rs`): a container the engine cannot describe is
+/// skipped and counted, never holds up the others; its records are not renewed while it stays
+/// undescribed (so in ttl mode they lapse); events keep being handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_the_engine_cannot_describe_is_skipped_and_not_renewed() {
+    use crate::fake_docker::{Fake, FakeDocker};
+    let (fake, docker_url) = FakeDocker::start().await;
+    fake.set(
+        "aaaaaaaaaaaa",
+        Fake::Running {
+            name: "alpha".into(),
+            host_port: 31001,
+        },
+    );
+    fake.set("bbbbbbbbbbbb", Fake::Broken);
+    let (_keep, dir) = data_dir();
+    let berth = Berth::embedded(&dir);
+    let client = berth.client();
+    let agent = BerthAgent::start(
+        Path::new(BERTH),
+        &[
+            format!("--docker={docker_url}"),
+            berth_target(&berth).replace("berth://", "--target=berth://"),
+            "--host-id=fake-host".into(),
+            "--advertise=10.1.2.3".into(),
+            "--ttl=2s".into(),
+            "--resync=1s".into(),
+            "--metrics-listen=127.0.0.1:0".into(),
+        ],
+    )
+    .unwrap_or_else(|log| panic!("the agent did not start:\n{}", log.join("\n")));
+    settle(&client, "alpha", 1, PROMPT).await;
+    assert!(
+        agent
+            .log()
+            .iter()
+            .any(|l| l.contains("could not describe a container")),
+        "the broken container is reported"
+    );
+
+    // bravo becomes describable and is registered; then the engine fails on it again.
+    fake.set(
+        "bbbbbbbbbbbb",
+        Fake::Running {
+            name: "bravo".into(),
+            host_port: 31002,
+        },
+    );
+    settle(&client, "bravo", 1, PROMPT).await;
+    fake.set("bbbbbbbbbbbb", Fake::Broken);
+    // Not confirmed running: not renewed, so its 2 s record lapses; alpha's is renewed.
+    let (_, took) = settle(&client, "bravo", 0, Duration::from_secs(8)).await;
+    eprintln!("an undescribed container's record lapsed after {took:?}");
+    assert_eq!(instances(&client, "alpha").await.len(), 1);
+    // Events are still handled: alpha stops.
+    fake.set(
+        "aaaaaaaaaaaa",
+        Fake::Stopped {
+            name: "alpha".into(),
+        },
+    );
+    settle(&client, "alpha", 0, PROMPT).await;
 }

@@ -127,6 +127,13 @@ fn probes() -> Vec<Probe> {
         probe("GET", "/v1/instances", "/v1/instances", Empty, 200),
         probe(
             "GET",
+            "/v1/sd/prometheus",
+            "/v1/sd/prometheus?service=payments-web",
+            Empty,
+            200,
+        ),
+        probe(
+            "GET",
             "/v1/events",
             "/v1/events?service=payments-web",
             Empty,
@@ -260,6 +267,20 @@ fn probes() -> Vec<Probe> {
             "/v1/catalog/import",
             "/v1/catalog/import",
             Json(json!({"kinds": [], "applications": []})),
+            200,
+        ),
+        probe(
+            "GET",
+            "/v1/catalog/allocator",
+            "/v1/catalog/allocator",
+            Empty,
+            200,
+        ),
+        probe(
+            "PUT",
+            "/v1/catalog/allocator",
+            "/v1/catalog/allocator",
+            Json(json!({"high_water": 6100})),
             200,
         ),
         probe(

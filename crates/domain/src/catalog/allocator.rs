@@ -7,8 +7,10 @@
 //! uses, at the kind's offset (`nodejs` 0, `play` 1, `postgresql` 9) or, for a kind without
 //! one, at the first free slot from the block's third port to its second-to-last. When no
 //! family block has room, the port goes into the block after the highest external port ever
-//! allocated (the high-water mark), so a freed block is never handed to a new family. Blocks
-//! at multiples of 100 and blocks holding a denied port (8080) are skipped.
+//! allocated (the high-water mark), so a freed block is never handed to a new family; a new
+//! family only ever gets a block none of whose ports is taken (an explicit port elsewhere in
+//! the range keeps its block to itself and moves nothing). Blocks at multiples of 100 and
+//! blocks holding a denied port (8080) are skipped.
 
 use super::CatalogError;
 
@@ -117,6 +119,7 @@ pub fn allocate(
         }
         let base = last as u16;
         if range.block_available(base)
+            && !(base..=base + (range.block_size - 1)).any(&taken)
             && let Some(port) = range.first_available(base, request.offset, &taken)
         {
             return Ok(port);

@@ -45,6 +45,14 @@ fn url_key(field: &str, text: &str, min_len: usize, max_len: usize) -> Result<()
             format!("Key must be at most {max_len} characters"),
         ));
     }
+    // `..` and `...` pass flow's rule, but URL normalisation turns them into other paths: no
+    // client could address them afterwards.
+    if text.chars().all(|c| c == '.') {
+        return Err(ValidationError::new(
+            field,
+            "Key must contain a letter or a digit (a key of dots only cannot be addressed in a URL)",
+        ));
+    }
     Ok(())
 }
 
@@ -686,6 +694,12 @@ mod tests {
         );
         assert_eq!(format_url_key("--Foo__Bar  baz--"), "foo_bar-baz");
         assert!(KindName::parse("kind", "pg").is_err());
+        // Defect M15: keys of dots only cannot be addressed in a URL.
+        for dots in ["..", "...", "....."] {
+            assert!(AppId::parse("id", dots).is_err(), "{dots}");
+            assert!(KindName::parse("kind", dots).is_err(), "{dots}");
+        }
+        assert!(AppId::parse("id", "a..").is_ok());
     }
 
     #[test]

@@ -46,6 +46,83 @@ impl fmt::Display for EntityName {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawJson(pub String);
 
+/// The most free-form fields one backend or frontend keeps.
+pub const MAX_EXTRA_FIELDS: usize = 64;
+/// The most bytes of free-form JSON one backend or frontend keeps (names and values).
+pub const MAX_EXTRA_BYTES: usize = 16 * 1024;
+/// How deep a free-form value may nest: far below any parser's own limit, so whatever is
+/// accepted is also read back, wrapped in the stored record.
+pub const MAX_EXTRA_DEPTH: usize = 32;
+
+impl RawJson {
+    /// How deep arrays and objects nest in the text (0 for a scalar).
+    pub fn depth(&self) -> usize {
+        let (mut depth, mut deepest) = (0usize, 0usize);
+        let (mut in_string, mut escaped) = (false, false);
+        for byte in self.0.bytes() {
+            if in_string {
+                match byte {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match byte {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        deepest
+    }
+}
+
+/// Names the APIs show themselves next to the free-form fields (bender's `id` and `resource`,
+/// a backend's live `members`): a field of that name would be shown twice.
+pub const SERVER_KEPT_NAMES: &[&str] = &["id", "resource", "members"];
+
+/// Checks the free-form fields of a backend or frontend against the bounds above.
+fn check_extra(errors: &mut Collector, extra: &BTreeMap<String, RawJson>) {
+    for name in SERVER_KEPT_NAMES {
+        if extra.contains_key(*name) {
+            errors.push(
+                *name,
+                format!("{name} is kept by the server; leave it out of the request"),
+            );
+        }
+    }
+    if extra.len() > MAX_EXTRA_FIELDS {
+        errors.push(
+            "extra",
+            format!("{} extra fields; at most {MAX_EXTRA_FIELDS}", extra.len()),
+        );
+    }
+    let bytes: usize = extra.iter().map(|(k, v)| k.len() + v.0.len()).sum();
+    if bytes > MAX_EXTRA_BYTES {
+        errors.push(
+            "extra",
+            format!("{bytes} bytes of extra fields; at most {MAX_EXTRA_BYTES}"),
+        );
+    }
+    for (name, value) in extra {
+        if value.depth() > MAX_EXTRA_DEPTH {
+            errors.push(
+                name.clone(),
+                format!(
+                    "nests {} levels deep; at most {MAX_EXTRA_DEPTH}",
+                    value.depth()
+                ),
+            );
+        }
+    }
+}
+
 /// Only [`BackendDraft::validate`] makes one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backend {
@@ -113,6 +190,7 @@ impl BackendDraft {
                 None
             }
         };
+        check_extra(&mut errors, &self.extra);
         errors.finish(|| Backend {
             name: name.expect("checked"),
             app: app.expect("checked"),
@@ -163,10 +241,55 @@ impl FrontendDraft {
                 None
             }
         };
+        check_extra(&mut errors, &self.extra);
         errors.finish(|| Frontend {
             name: name.expect("checked"),
             backend: self.backend,
             extra: self.extra,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft(extra: &[(&str, &str)]) -> BackendDraft {
+        BackendDraft {
+            name: Some("hw".into()),
+            app: Some("web".into()),
+            version: Some("1".into()),
+            extra: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), RawJson(v.to_string())))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn depth_counts_nesting_outside_strings() {
+        assert_eq!(RawJson("1".into()).depth(), 0);
+        assert_eq!(RawJson(r#"{"a":[1,{"b":[]}]}"#.into()).depth(), 4);
+        assert_eq!(RawJson(r#""[[[[\"[[""#.into()).depth(), 0);
+        assert_eq!(RawJson(r#"["\\",[]]"#.into()).depth(), 2);
+    }
+
+    #[test]
+    fn extras_deeper_bigger_or_more_than_the_bounds_are_refused() {
+        let deep = format!("{}{}", "[".repeat(33), "]".repeat(33));
+        let errors = draft(&[("x", &deep)]).validate().unwrap_err();
+        assert!(errors.to_string().contains("nests 33 levels"), "{errors}");
+        let fine = format!("{}{}", "[".repeat(32), "]".repeat(32));
+        assert!(draft(&[("x", &fine)]).validate().is_ok());
+        let big = format!("\"{}\"", "a".repeat(MAX_EXTRA_BYTES));
+        let errors = draft(&[("x", &big)]).validate().unwrap_err();
+        assert!(
+            errors.to_string().contains("bytes of extra fields"),
+            "{errors}"
+        );
+        let many: Vec<(String, String)> = (0..65).map(|i| (format!("k{i}"), "1".into())).collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let errors = draft(&many).validate().unwrap_err();
+        assert!(errors.to_string().contains("65 extra fields"), "{errors}");
     }
 }

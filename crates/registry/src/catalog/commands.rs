@@ -11,7 +11,7 @@ use crate::error::{RegistryError, Result};
 use crate::{Consistency, Registry, keys};
 use berth_domain::Timestamp;
 use berth_domain::ValidationErrors;
-use berth_domain::catalog::allocator::{AllocationRequest, allocate};
+use berth_domain::catalog::allocator::{AllocationRequest, PortRange, allocate};
 use berth_domain::catalog::graph::cycle_if;
 use berth_domain::catalog::{
     AppId, Application, ApplicationPut, CatalogError, Kind, KindName, NewApplication,
@@ -170,6 +170,7 @@ impl Registry {
             if plan.ops.is_empty() {
                 return Ok((plan.value, None));
             }
+            super::view::readable(&plan.ops)?;
             let txn = Txn::new().when(plan.compares).and_then(plan.ops);
             let response = self.store().txn(txn).await?;
             if response.succeeded {
@@ -607,6 +608,7 @@ impl Registry {
         plan.compares
             .push(Compare::unchanged_since(kind_key(kind), stored.revision));
         let range = &self.inner.config.ports;
+        let allocated = choice.external.is_none();
         let external = match choice.external {
             Some(port) => {
                 if let Some(claim) = state.ports.get(&port) {
@@ -645,11 +647,9 @@ impl Registry {
         let (compare, op) = claim_port(external, app, kind);
         plan.compares.push(compare);
         plan.ops.push(op);
-        // Only inside the allocator's range: an explicit port above the ceiling must not
-        // exhaust the range for every new family.
-        if external <= range.ceiling
-            && let Some((compare, op)) = raise_high_water(state, external)
-        {
+        // Only what the allocator chose moves the mark: an explicit port (say 64991) would
+        // otherwise leave no block for any new family, for good.
+        if allocated && let Some((compare, op)) = raise_high_water(state, external) {
             plan.compares.push(compare);
             plan.ops.push(op);
         }
@@ -684,5 +684,83 @@ impl Registry {
         plan.compares.push(graph_unchanged(state));
         plan.ops.push(bump_graph());
         Ok(())
+    }
+}
+
+/// Where the allocator stands: its range, the high-water mark, and the port a new family
+/// would get now (`None`: no block is left).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllocatorStatus {
+    pub range: PortRange,
+    pub high_water: Option<u16>,
+    pub highest_claimed: Option<u16>,
+    pub next_new_family_port: Option<u16>,
+}
+
+impl Registry {
+    /// The allocator's state, for an operator.
+    pub async fn allocator_status(&self) -> Result<AllocatorStatus> {
+        self.sync(Consistency::Local).await?;
+        let state = self.inner.catalog.read();
+        Ok(allocator_status(&self.inner.config.ports, &state))
+    }
+
+    /// Sets the high-water mark (an operator's repair: a mark raised by mistake, or one to
+    /// recompute from the ports claimed now). New families get blocks above it.
+    pub async fn set_high_water(&self, mark: u16) -> Result<AllocatorStatus> {
+        let range = self.inner.config.ports.clone();
+        if mark < range.start || mark > range.ceiling {
+            return Err(berth_domain::ValidationErrors::single(
+                "high_water",
+                format!(
+                    "must be within the allocator's range, {} to {}",
+                    range.start, range.ceiling
+                ),
+            )
+            .into());
+        }
+        self.catalog_write(|state, _| {
+            let current = state.high_water.as_ref();
+            if current.is_some_and(|h| h.value == mark) {
+                return Ok(Plan::nothing(()));
+            }
+            Ok(Plan {
+                compares: vec![Compare::unchanged_since(
+                    keys::HIGH_WATER,
+                    current.map_or(Revision(0), |h| h.revision),
+                )],
+                ops: vec![TxnOp::put(keys::HIGH_WATER, mark.to_string(), None)],
+                value: (),
+            })
+        })
+        .await?;
+        tracing::info!(high_water = mark, "the allocator's high-water mark was set");
+        self.allocator_status().await
+    }
+}
+
+fn allocator_status(range: &PortRange, state: &CatalogState) -> AllocatorStatus {
+    let high_water = state.high_water.as_ref().map(|h| h.value);
+    let highest_claimed = state
+        .ports
+        .keys()
+        .rev()
+        .find(|port| **port <= range.ceiling)
+        .copied();
+    let next_new_family_port = allocate(
+        range,
+        &AllocationRequest {
+            family_bases: &[],
+            high_water,
+            offset: None,
+        },
+        |port| state.ports.contains_key(&port),
+    )
+    .ok();
+    AllocatorStatus {
+        range: range.clone(),
+        high_water,
+        highest_claimed,
+        next_new_family_port,
     }
 }

@@ -123,6 +123,9 @@ impl Registry {
         let ((summary, first_created, rest), first_revision) = self
             .catalog_write_in_turn(|state, now| {
                 let (summary, mut parts) = self.plan_import(&snapshot, state, now)?;
+                for part in &parts[1..] {
+                    super::view::readable(&part.ops)?;
+                }
                 let rest = parts.split_off(1);
                 let first = parts.pop().expect("the first part is there");
                 let created = first.created_keys();
@@ -223,6 +226,50 @@ impl Registry {
         };
         let mut records: Vec<Part> = Vec::new();
         let mut summary = ImportSummary::default();
+        // A name twice in one import would be one key written twice in one transaction.
+        let mut twice = |collection: &str, field: &str, names: Vec<&str>| {
+            let mut first_seen: BTreeMap<&str, usize> = BTreeMap::new();
+            for (index, name) in names.into_iter().enumerate() {
+                if let Some(first) = first_seen.insert(name, index) {
+                    problem(
+                        format!("{collection}[{index}].{field}"),
+                        format!("{name} is in the import twice (also {collection}[{first}])"),
+                    );
+                }
+            }
+        };
+        twice(
+            "kinds",
+            "name",
+            snapshot.kinds.iter().map(|k| k.name().as_str()).collect(),
+        );
+        twice(
+            "applications",
+            "id",
+            snapshot
+                .applications
+                .iter()
+                .map(|a| a.id().as_str())
+                .collect(),
+        );
+        twice(
+            "backends",
+            "name",
+            snapshot
+                .backends
+                .iter()
+                .map(|b| b.name().as_str())
+                .collect(),
+        );
+        twice(
+            "frontends",
+            "name",
+            snapshot
+                .frontends
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect(),
+        );
 
         let mut kinds: BTreeMap<KindName, u16> = state
             .kinds
@@ -267,7 +314,12 @@ impl Registry {
         let imported: BTreeSet<&AppId> = snapshot.applications.iter().map(|a| a.id()).collect();
         let mut claimed: BTreeMap<u16, &AppId> = BTreeMap::new();
         let mut graph: BTreeMap<AppId, BTreeSet<AppId>> = state.graph();
-        let mut highest = state.high_water.as_ref().map(|h| h.value);
+        // The export's own mark (what its allocator had handed out), never its ports: an
+        // explicit high port in an import must not leave new families without a block.
+        let highest = snapshot
+            .high_water
+            .filter(|mark| *mark <= self.inner.config.ports.ceiling)
+            .max(state.high_water.as_ref().map(|h| h.value));
         for (index, app) in snapshot.applications.iter().enumerate() {
             let field = format!("applications[{index}]");
             let mut record = Part::default();
@@ -307,9 +359,6 @@ impl Registry {
                 let (compare, op) = claim_port(port.external, app.id(), &port.kind);
                 record.compares.push(compare);
                 record.ops.push(op);
-                if port.external <= self.inner.config.ports.ceiling {
-                    highest = highest.max(Some(port.external));
-                }
             }
             for dependency in app.dependencies() {
                 if !imported.contains(dependency) && !state.apps.contains_key(dependency) {

@@ -4,13 +4,15 @@
 
 mod commands;
 mod import;
+mod journal;
 mod queries;
 mod records;
 mod routing;
 pub(crate) mod view;
 
-pub use commands::DependencyChange;
+pub use commands::{AllocatorStatus, DependencyChange};
 pub use import::ImportSummary;
+pub use journal::{JournalRetention, JournalWindow, PRUNE_INTERVAL as JOURNAL_PRUNE_INTERVAL};
 pub use queries::{AppQuery, AppSort, CatalogSnapshot, HistoryEntry};
 pub use records::{ChangeType, StoredKind, extras_as_json};
 pub use routing::RoutingEntity;

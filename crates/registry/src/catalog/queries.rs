@@ -1,15 +1,15 @@
 //! Reads of the catalog: kinds, applications with flow's filters and sorts, start order,
 //! history, backends and frontends with their live members, and the environment of an app.
 
-use super::records::{ChangeType, StoredKind, decode_app, decode_journal, decode_kind};
+use super::records::{ChangeType, StoredKind, decode_app, decode_kind};
 use super::view::Versioned;
 use crate::error::Result;
 use crate::live::view::LiveInstance;
-use crate::{Consistency, Registry, keys};
+use crate::{Consistency, Registry};
 use berth_domain::catalog::graph::{start_order_of, start_waves};
 use berth_domain::catalog::{AppId, Application, Backend, Frontend, KindName};
 use berth_domain::{ServiceName, Timestamp};
-use berth_store::{RangeRequest, Revision, Store};
+use berth_store::Revision;
 use std::sync::Arc;
 
 /// How applications are ordered.
@@ -200,57 +200,27 @@ impl Registry {
     }
 
     pub async fn app_history(&self, id: &AppId) -> Result<Vec<HistoryEntry<Application>>> {
-        self.history("apps", Some(id.as_str()), decode_app).await
+        self.history("apps", id.as_str(), decode_app).await
     }
 
     pub async fn kind_history(&self, name: &KindName) -> Result<Vec<HistoryEntry<StoredKind>>> {
-        self.history("kinds", Some(name.as_str()), decode_kind)
-            .await
+        self.history("kinds", name.as_str(), decode_kind).await
     }
 
-    /// Every journal entry of every application, oldest first (flow's `/applications/versions`).
-    pub async fn all_app_history(&self) -> Result<Vec<HistoryEntry<Application>>> {
-        self.history("apps", None, decode_app).await
-    }
-
-    /// Every journal entry of every kind, oldest first (flow's `/services/versions`).
-    pub async fn all_kind_history(&self) -> Result<Vec<HistoryEntry<StoredKind>>> {
-        self.history("kinds", None, decode_kind).await
-    }
-
-    /// The journal of `collection`, of one name or of all, oldest first.
+    /// The journal of one record of `collection`, oldest first (bounded by the journal's
+    /// retention per record).
     async fn history<T>(
         &self,
         collection: &str,
-        only: Option<&str>,
+        name: &str,
         decode: impl Fn(&str, &[u8]) -> std::result::Result<T, String>,
     ) -> Result<Vec<HistoryEntry<T>>> {
-        let collection_prefix = keys::journal_collection(collection);
-        let range = match only {
-            Some(name) => keys::journal_prefix(collection, name),
-            None => collection_prefix.clone(),
+        let window = super::JournalWindow {
+            records: vec![name.to_string()],
+            limit: usize::MAX,
+            ..Default::default()
         };
-        let response = self.store().range(RangeRequest::prefix(range)).await?;
-        let mut history = Vec::with_capacity(response.kvs.len());
-        for kv in &response.kvs {
-            let key = String::from_utf8_lossy(&kv.key);
-            let Some(name) = key
-                .strip_prefix(&collection_prefix)
-                .and_then(|rest| rest.split('/').next())
-            else {
-                continue;
-            };
-            let storage = crate::RegistryError::Internal;
-            let (change, timestamp, record) = decode_journal(&kv.value).map_err(storage)?;
-            history.push(HistoryEntry {
-                revision: kv.create_revision,
-                timestamp,
-                change,
-                record: decode(name, &record).map_err(storage)?,
-            });
-        }
-        history.sort_by_key(|entry| entry.revision);
-        Ok(history)
+        self.journal_window(collection, &window, decode).await
     }
 
     pub async fn export(&self) -> Result<CatalogSnapshot> {

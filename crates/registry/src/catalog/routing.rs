@@ -5,6 +5,7 @@
 use super::commands::{Plan, catalog};
 use super::records::{encode_backend, encode_frontend};
 use super::view::{CatalogState, Versioned};
+use crate::RegistryError;
 use crate::error::Result;
 use crate::{Consistency, Registry, keys};
 use berth_domain::catalog::{Backend, CatalogError, EntityName, Frontend};
@@ -97,12 +98,20 @@ impl Registry {
     pub async fn create_routing<E: RoutingEntity>(&self, entity: E) -> Result<E> {
         let key = keys::entity_key(E::PREFIX, entity.entity_name().as_str());
         let record = entity.encode();
+        let cap = self.inner.config.caps.routing_entities;
         self.catalog_write(|state, _| {
             if E::collection(state).contains_key(entity.entity_name()) {
                 return Err(catalog(CatalogError::EntityExists {
                     what: E::WHAT,
                     name: entity.entity_name().clone(),
                 }));
+            }
+            if E::collection(state).len() >= cap {
+                return Err(RegistryError::LimitReached(format!(
+                    "there are {cap} {what}s, the most the catalog keeps \
+                     (catalog.max_routing_entities)",
+                    what = E::WHAT
+                )));
             }
             Ok(Plan {
                 compares: vec![Compare::absent(key.clone())],

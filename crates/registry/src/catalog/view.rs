@@ -8,7 +8,7 @@ use super::records::{
 };
 use crate::keys;
 use berth_domain::catalog::{AppId, Application, Backend, EntityName, Frontend, KindName};
-use berth_store::{EventKind, KeyValue, Revision, WatchBatch};
+use berth_store::{EventKind, KeyValue, Revision, TxnOp, WatchBatch};
 use std::collections::BTreeMap;
 use std::sync::{RwLock, RwLockReadGuard};
 
@@ -199,6 +199,37 @@ impl berth_domain::catalog::graph::Dependencies for CatalogState {
     fn dependencies_of(&self, app: &AppId) -> Option<&std::collections::BTreeSet<AppId>> {
         self.apps.get(app).map(|a| a.value.dependencies())
     }
+}
+
+/// Decodes every catalog record `ops` would write, as the view will when it reads them back:
+/// a record that would not read back (so be stored but never seen) is refused before it is
+/// committed.
+pub(crate) fn readable(ops: &[TxnOp]) -> crate::Result<()> {
+    let mut scratch = CatalogState::default();
+    for op in ops {
+        let TxnOp::Put { key, value, .. } = op else {
+            continue;
+        };
+        if !key.starts_with(keys::CATALOG.as_bytes()) {
+            continue;
+        }
+        let kv = KeyValue {
+            key: key.clone(),
+            value: value.clone(),
+            create_revision: Revision(1),
+            mod_revision: Revision(1),
+            version: 1,
+            lease: None,
+        };
+        if let Err(problem) = scratch.apply(EventKind::Put, &kv) {
+            return Err(berth_domain::ValidationErrors::single(
+                "body",
+                format!("berth could not read this record back, so it is not stored: {problem}"),
+            )
+            .into());
+        }
+    }
+    Ok(())
 }
 
 #[derive(Default)]

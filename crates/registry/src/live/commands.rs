@@ -8,7 +8,7 @@ use crate::live::records::{StoredInstance, decode_instance, encode_instance};
 use crate::live::view::LiveInstance;
 use crate::{Registry, keys};
 use berth_domain::{Instance, InstanceId, InstanceSpec, ServiceName, Timestamp};
-use berth_store::{Compare, LeaseId, RangeRequest, Revision, Store, StoreError, Txn, TxnOp, get};
+use berth_store::{Compare, LeaseId, Revision, Store, StoreError, Txn, TxnOp, get};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -133,7 +133,10 @@ impl Registry {
             }
             let now = self.now();
             let attempt = match (&current, stored) {
-                (None, _) => self.create(&key, spec, now, by).await?,
+                (None, _) => {
+                    self.within_instance_caps(service)?;
+                    self.create(&key, spec, now, by).await?
+                }
                 (Some(kv), Some(stored)) => {
                     self.replace(&key, kv.mod_revision, stored, spec, now, by)
                         .await?
@@ -192,6 +195,26 @@ impl Registry {
             Err(StoreError::LeaseNotFound(_)) => Ok(None),
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// Refuses a new instance past the caps on instances per service and in total.
+    fn within_instance_caps(&self, service: &ServiceName) -> Result<()> {
+        let caps = self.inner.config.caps;
+        let view = &self.inner.instances;
+        if view.service_len(service) >= caps.instances_per_service {
+            return Err(RegistryError::LimitReached(format!(
+                "service {service} has {} live instances, the most one service may have \
+                 (instances.max_per_service)",
+                caps.instances_per_service
+            )));
+        }
+        if view.instance_count() >= caps.instances {
+            return Err(RegistryError::LimitReached(format!(
+                "the registry holds {} live instances, the most it takes (instances.max_total)",
+                caps.instances
+            )));
+        }
+        Ok(())
     }
 
     /// A new instance on a new lease. `None` when someone created it first.
@@ -298,6 +321,9 @@ impl Registry {
             )]);
         let response = match store.txn(txn).await {
             Ok(response) => response,
+            // The live lease ran out between its keepalive and this write (bender's 500 ms
+            // TTLs under commit latency): try again, with a fresh lease (defect M14).
+            Err(StoreError::LeaseNotFound(_)) if !fresh => return Ok(None),
             Err(error) => {
                 if fresh {
                     self.revoke_in_background(lease);
@@ -480,9 +506,11 @@ impl Registry {
     ) -> Result<Vec<(berth_store::KeyValue, StoredInstance)>> {
         let response = self
             .store()
-            .range(RangeRequest::prefix(keys::instances_of(Some(
-                service.as_str(),
-            ))))
+            .range_all(
+                keys::instances_of(Some(service.as_str())).into(),
+                crate::PAGE,
+                None,
+            )
             .await?;
         response
             .kvs

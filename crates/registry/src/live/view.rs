@@ -337,4 +337,11 @@ impl InstanceView {
     pub fn instance_count(&self) -> usize {
         self.count.load(Ordering::Relaxed)
     }
+
+    /// How many live instances `service` has.
+    pub fn service_len(&self, service: &ServiceName) -> usize {
+        self.read()
+            .get(service)
+            .map_or(0, |state| state.instances.len())
+    }
 }

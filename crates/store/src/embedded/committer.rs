@@ -16,7 +16,7 @@ use crate::{
 };
 use bytes::Bytes;
 use redb::{ReadableTable, Table};
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
@@ -50,8 +50,62 @@ pub struct WriteRequest {
     pub reply: Option<oneshot::Sender<Result<WriteOutcome>>>,
 }
 
+/// The sizes of the revisions in the on-disk log, oldest first, to bound the history by
+/// bytes as well as by revisions.
+pub struct HistorySize {
+    revisions: VecDeque<(Revision, u64)>,
+    bytes: u64,
+    /// 0: no limit.
+    budget: u64,
+}
+
+impl HistorySize {
+    pub fn new(budget: u64) -> Self {
+        HistorySize {
+            revisions: VecDeque::new(),
+            bytes: 0,
+            budget,
+        }
+    }
+
+    pub fn push(&mut self, revision: Revision, bytes: u64) {
+        self.revisions.push_back((revision, bytes));
+        self.bytes += bytes;
+    }
+
+    /// Forgets the revisions a compaction to `revision` removed (those before it).
+    fn compacted(&mut self, revision: Revision) {
+        while let Some(&(oldest, bytes)) = self.revisions.front() {
+            if oldest >= revision {
+                break;
+            }
+            self.revisions.pop_front();
+            self.bytes -= bytes;
+        }
+    }
+
+    /// Where to compact to when the history is over its budget: the oldest revision to keep
+    /// such that at most three quarters of the budget remain (the newest revision is always
+    /// kept). `None` within the budget.
+    fn compaction_target(&self) -> Option<Revision> {
+        if self.budget == 0 || self.bytes <= self.budget {
+            return None;
+        }
+        let keep = self.budget / 4 * 3;
+        let mut remaining = self.bytes;
+        for (index, &(revision, bytes)) in self.revisions.iter().enumerate() {
+            if remaining <= keep || index + 1 == self.revisions.len() {
+                return Some(revision);
+            }
+            remaining -= bytes;
+        }
+        None
+    }
+}
+
 /// What the writer owns between batches.
 pub struct State {
+    pub history: HistorySize,
     pub revision: Revision,
     pub compact_revision: Revision,
     /// The next lease id to hand out...
@@ -72,7 +126,24 @@ pub fn spawn(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("berth-store-writer".into())
-        .spawn(move || run(shared, receiver, state))
+        .spawn(move || {
+            // A writer that stopped would leave every write answering `Closed` and nothing
+            // expiring: the store fails instead, visibly (`/health`, and berth exits).
+            let writer = std::panic::AssertUnwindSafe(|| run(shared.clone(), receiver, state));
+            if let Err(panic) = std::panic::catch_unwind(writer) {
+                let detail = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("a panic");
+                shared.fail(&format!("the store's writer stopped: {detail}"));
+                tracing::error!(
+                    detail,
+                    "the store's writer stopped; the store takes no more writes"
+                );
+                shared.hub.close();
+            }
+        })
 }
 
 fn run(shared: Arc<Shared>, receiver: mpsc::Receiver<WriteRequest>, mut state: State) {
@@ -82,6 +153,18 @@ fn run(shared: Arc<Shared>, receiver: mpsc::Receiver<WriteRequest>, mut state: S
         drain(&receiver, &mut batch);
         let shutting_down = batch.iter().any(|r| matches!(r.op, WriteOp::Shutdown));
         commit_batch(&shared, &mut state, batch);
+        // A history over its byte budget is compacted at once, by the writer itself, so no
+        // burst of large writes can fill the disk between two timed compactions.
+        if let Some(target) = state.history.compaction_target()
+            && target > state.compact_revision
+        {
+            let compaction = WriteRequest {
+                op: WriteOp::Compact(target),
+                reply: None,
+            };
+            commit_batch(&shared, &mut state, vec![compaction]);
+            metrics::counter!("berth_store_history_byte_compactions_total").increment(1);
+        }
         if shutting_down {
             break;
         }
@@ -142,6 +225,8 @@ struct Batch<'t> {
     granted: HashSet<LeaseId>,
     removed: HashSet<LeaseId>,
     published: Vec<RevisionBatch>,
+    /// The revisions this batch added to the log, and their sizes.
+    logged: Vec<(Revision, u64)>,
     expired: usize,
     /// Something was written: without it the transaction is dropped instead of committed, so
     /// an idle checkpoint costs nothing.
@@ -156,6 +241,7 @@ struct Batch<'t> {
 struct Applied {
     lease_changes: Vec<LeaseChange>,
     published: Vec<RevisionBatch>,
+    logged: Vec<(Revision, u64)>,
     expired: usize,
     dirty: bool,
     durable: bool,
@@ -203,16 +289,21 @@ fn commit_batch(shared: &Shared, state: &mut State, batch: Vec<WriteRequest>) {
             }
         }
         Err((error, expiring)) => {
-            tracing::error!(%error, writes = size, "store commit failed; the batch was not applied");
             metrics::counter!("berth_store_commit_failures_total").increment(1);
+            // redb refuses every write after a failed one until the file is reopened: the
+            // store is failed from here on, and says so (writes, `status`, the owner).
+            if shared.fail(&error.to_string()) {
+                tracing::error!(%error, writes = size, "store commit failed; the batch was not applied and the store takes no more writes");
+            }
             let retry_at = shared.clock.now() + Duration::from_millis(100);
             let mut leases = shared.leases();
             for id in expiring {
                 leases.requeue(id, retry_at);
             }
             drop(leases);
+            let answer = shared.failed_error().unwrap_or(error);
             for reply in replies.into_iter().flatten() {
-                let _ = reply.send(Err(error.clone()));
+                let _ = reply.send(Err(answer.clone()));
             }
         }
     }
@@ -268,6 +359,7 @@ fn apply_and_commit(
             granted: HashSet::new(),
             removed: HashSet::new(),
             published: Vec::new(),
+            logged: Vec::new(),
             expired: 0,
             dirty: false,
             durable: false,
@@ -295,8 +387,12 @@ fn apply_and_commit(
             write.abort().map_err(storage)?;
         }
         state.revision = revision;
+        for (logged, bytes) in applied.logged {
+            state.history.push(logged, bytes);
+        }
         if compact_revision != state.compact_revision {
             shared.hub.set_compact_revision(compact_revision);
+            state.history.compacted(compact_revision);
         }
         state.compact_revision = compact_revision;
         state.next_lease_id = next_lease_id;
@@ -318,6 +414,7 @@ impl Batch<'_> {
         Applied {
             lease_changes: self.lease_changes,
             published: self.published,
+            logged: self.logged,
             expired: self.expired,
             dirty: self.dirty,
             durable: self.durable,
@@ -425,8 +522,9 @@ impl Batch<'_> {
         if events.is_empty() {
             return Ok(());
         }
-        self.log
-            .insert(revision.0 as u64, codec::encode_events(&events).as_slice())?;
+        let encoded = codec::encode_events(&events);
+        self.log.insert(revision.0 as u64, encoded.as_slice())?;
+        self.logged.push((revision, encoded.len() as u64));
         self.dirty = true;
         self.durable = true;
         self.revision = revision;
@@ -637,5 +735,31 @@ impl Batch<'_> {
             self.dirty = true;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HistorySize;
+    use crate::Revision;
+
+    #[test]
+    fn history_over_its_budget_is_compacted_to_three_quarters() {
+        let mut history = HistorySize::new(1_000);
+        for revision in 1..=10 {
+            history.push(Revision(revision), 100);
+        }
+        assert_eq!(history.compaction_target(), None, "exactly at the budget");
+        history.push(Revision(11), 100);
+        // 1,100 bytes: dropping revisions 1–4 leaves 700 ≤ 750.
+        assert_eq!(history.compaction_target(), Some(Revision(5)));
+        history.compacted(Revision(5));
+        assert_eq!(history.bytes, 700);
+        assert_eq!(history.compaction_target(), None);
+
+        // One revision larger than the whole budget: only it is kept.
+        history.push(Revision(12), 5_000);
+        assert_eq!(history.compaction_target(), Some(Revision(12)));
+        assert_eq!(HistorySize::new(0).compaction_target(), None);
     }
 }

@@ -58,6 +58,9 @@ pub struct EmbeddedOptions {
     pub cache_bytes: usize,
     /// Automatic compaction keeps this many revisions of history (0: never compact).
     pub retained_revisions: i64,
+    /// ...and at most about this many bytes of it (0: no limit): when the history grows past
+    /// it, the oldest revisions are compacted away until a quarter of it is free.
+    pub retained_bytes: u64,
     pub compaction_interval: Duration,
     pub checkpoint_interval: Duration,
     /// How often expired leases are looked for; bounds how late an expiry is noticed.
@@ -69,6 +72,8 @@ impl EmbeddedOptions {
     pub const DEFAULT_CACHE_BYTES: usize = 8 * 1024 * 1024;
     /// History kept for watches and event resumes unless configured.
     pub const DEFAULT_RETAINED_REVISIONS: i64 = 100_000;
+    /// History bytes kept unless configured.
+    pub const DEFAULT_RETAINED_BYTES: u64 = 256 * 1024 * 1024;
 
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         EmbeddedOptions {
@@ -76,6 +81,7 @@ impl EmbeddedOptions {
             clock: Arc::new(MonotonicClock),
             cache_bytes: Self::DEFAULT_CACHE_BYTES,
             retained_revisions: Self::DEFAULT_RETAINED_REVISIONS,
+            retained_bytes: Self::DEFAULT_RETAINED_BYTES,
             compaction_interval: Duration::from_secs(60),
             checkpoint_interval: Duration::from_secs(1),
             expiry_check_interval: Duration::from_millis(20),
@@ -135,11 +141,36 @@ pub(crate) struct Shared {
     hub: WatchHub,
     commits: AtomicU64,
     writes: AtomicU64,
+    /// Set by the first failed commit (a full disk, an I/O error): redb then refuses every
+    /// later write until the database is reopened, so the store stops taking writes and says
+    /// why, and its owner restarts (`EmbeddedStore::failed`).
+    failure: tokio::sync::watch::Sender<Option<String>>,
     /// Held for as long as the database is open.
     _lock: File,
 }
 
 impl Shared {
+    /// Marks the store failed (the first cause is kept); true the first time.
+    pub(crate) fn fail(&self, cause: &str) -> bool {
+        self.failure.send_if_modified(|failure| {
+            if failure.is_some() {
+                return false;
+            }
+            *failure = Some(cause.to_string());
+            true
+        })
+    }
+
+    /// Why the store no longer takes writes, once it failed.
+    pub(crate) fn failed_error(&self) -> Option<StoreError> {
+        self.failure.borrow().as_ref().map(|cause| {
+            StoreError::Unavailable(format!(
+                "the embedded store failed to write its file ({cause}) and takes no more \
+                 writes; berth restarts to recover"
+            ))
+        })
+    }
+
     fn leases(&self) -> MutexGuard<'_, LeaseTable> {
         self.leases.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -186,7 +217,7 @@ impl Shared {
                 }
             }
             KeyRange::Prefix(prefix) => {
-                for entry in prefix_range(&kv, prefix)?.take(scan_limit) {
+                for entry in prefix_range(&kv, prefix, request.after.as_deref())?.take(scan_limit) {
                     let (key, value) = entry.map_err(storage)?;
                     let record = codec::decode_record(key.value(), value.value())?;
                     found.insert(record.key.clone(), record);
@@ -210,6 +241,9 @@ impl Shared {
                     };
                 }
             }
+        }
+        if let Some(after) = &request.after {
+            found.retain(|key, _| key > after);
         }
         let mut kvs: Vec<KeyValue> = found.into_values().collect();
         let more = request.limit.is_some_and(|limit| kvs.len() > limit);
@@ -252,29 +286,26 @@ impl Shared {
     }
 }
 
+/// The keys under `prefix` (only those after `after`, when given).
 fn prefix_range<'t>(
     table: &'t impl ReadableTable<&'static [u8], &'static [u8]>,
     prefix: &[u8],
+    after: Option<&[u8]>,
 ) -> Result<redb::Range<'t, &'static [u8], &'static [u8]>> {
-    let range = match prefix_end(prefix) {
-        Some(end) => table.range::<&[u8]>(prefix..end.as_slice()),
-        None => table.range::<&[u8]>(prefix..),
+    use std::ops::Bound;
+    let start = match after {
+        Some(after) if after >= prefix => Bound::Excluded(after),
+        _ => Bound::Included(prefix),
     };
-    range.map_err(storage)
+    let past = prefix_end(prefix);
+    let end = match &past {
+        Some(end) => Bound::Excluded(end.as_slice()),
+        None => Bound::Unbounded,
+    };
+    table.range::<&[u8]>((start, end)).map_err(storage)
 }
 
-/// The first key after every key that starts with `prefix`; `None` when there is none (an
-/// empty prefix, or one made only of 0xff bytes).
-pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
-}
+pub(crate) use crate::prefix_end_key as prefix_end;
 
 /// The last committed revision: the log's last key (the `meta` entry covers a store whose
 /// log is empty or was compacted down to nothing newer).
@@ -341,7 +372,26 @@ impl EmbeddedStore {
         Ok(EmbeddedStore { inner })
     }
 
+    /// Resolves with the cause when a commit fails (the disk is full or failed): the store
+    /// takes no more writes, and the process should exit so that it is restarted.
+    pub async fn failed(&self) -> String {
+        let mut failure = self.inner.shared.failure.subscribe();
+        let cause = match failure.wait_for(Option::is_some).await {
+            Ok(cause) => cause.clone(),
+            Err(_) => None,
+        };
+        match cause {
+            Some(cause) => cause,
+            None => std::future::pending().await,
+        }
+    }
+
     async fn submit(&self, op: WriteOp) -> Result<WriteOutcome> {
+        if let Some(error) = self.inner.shared.failed_error()
+            && !matches!(op, WriteOp::Shutdown)
+        {
+            return Err(error);
+        }
         let (reply, response) = oneshot::channel();
         self.inner
             .writes
@@ -389,7 +439,16 @@ impl Store for EmbeddedStore {
     }
 
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
-        self.inner.shared.range(&request)
+        // One current key is a few microseconds: read it here. A prefix, or any read at an
+        // older revision (which undoes the log), can take long: off the async workers, so it
+        // never holds up heartbeats or the lease reaper.
+        if matches!(request.range, KeyRange::Key(_)) && request.revision.is_none() {
+            return self.inner.shared.range(&request);
+        }
+        let shared = self.inner.shared.clone();
+        tokio::task::spawn_blocking(move || shared.range(&request))
+            .await
+            .map_err(|e| StoreError::Storage(format!("a store read failed: {e}")))?
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
@@ -407,6 +466,10 @@ impl Store for EmbeddedStore {
     }
 
     async fn lease_keepalive(&self, id: LeaseId) -> Result<Duration> {
+        // A failed store expires nothing: renewing would only hide that.
+        if let Some(error) = self.inner.shared.failed_error() {
+            return Err(error);
+        }
         let now = self.inner.shared.clock.now();
         self.inner.shared.leases().keepalive(id, now)
     }
@@ -454,6 +517,9 @@ impl Store for EmbeddedStore {
     }
 
     async fn status(&self) -> Result<StoreStatus> {
+        if let Some(error) = self.inner.shared.failed_error() {
+            return Err(error);
+        }
         let hub = &self.inner.shared.hub;
         Ok(StoreStatus {
             revision: hub.revision(),
@@ -541,14 +607,14 @@ fn open_files(options: &EmbeddedOptions) -> Result<(Shared, committer::State), O
         detail,
     };
 
-    let write = db.begin_write().map_err(|e| corrupt(e.to_string()))?;
+    let write = db.begin_write().map_err(|e| redb_failure(&path, e))?;
     let state;
     let lease_records;
     {
-        let mut meta = write.open_table(META).map_err(|e| corrupt(e.to_string()))?;
+        let mut meta = write.open_table(META).map_err(|e| redb_failure(&path, e))?;
         let format = meta
             .get(META_FORMAT)
-            .map_err(|e| corrupt(e.to_string()))?
+            .map_err(|e| redb_failure(&path, e))?
             .map(|v| v.value());
         match format {
             None => {
@@ -560,7 +626,7 @@ fn open_files(options: &EmbeddedOptions) -> Result<(Shared, committer::State), O
                     (META_NEXT_LEASE, 1),
                 ] {
                     meta.insert(key, value)
-                        .map_err(|e| corrupt(e.to_string()))?;
+                        .map_err(|e| redb_failure(&path, e))?;
                 }
             }
             Some(FORMAT_VERSION) => {}
@@ -574,9 +640,18 @@ fn open_files(options: &EmbeddedOptions) -> Result<(Shared, committer::State), O
         }
         let read_meta = |key| meta_value(&meta, key).map_err(|e| corrupt(e.to_string()));
         // Create the other tables so readers never meet a missing one.
-        write.open_table(KV).map_err(|e| corrupt(e.to_string()))?;
-        let log = write.open_table(LOG).map_err(|e| corrupt(e.to_string()))?;
+        write.open_table(KV).map_err(|e| redb_failure(&path, e))?;
+        let log = write.open_table(LOG).map_err(|e| redb_failure(&path, e))?;
+        let mut history = committer::HistorySize::new(options.retained_bytes);
+        for entry in log.iter().map_err(|e| redb_failure(&path, e))? {
+            let (revision, events) = entry.map_err(|e| redb_failure(&path, e))?;
+            history.push(
+                Revision(revision.value() as i64),
+                events.value().len() as u64,
+            );
+        }
         state = committer::State {
+            history,
             revision: current_revision(&meta, &log).map_err(|e| corrupt(e.to_string()))?,
             compact_revision: Revision(read_meta(META_COMPACT)? as i64),
             // Ids up to the last reservation may have been handed out before a crash: go on
@@ -587,16 +662,16 @@ fn open_files(options: &EmbeddedOptions) -> Result<(Shared, committer::State), O
         drop(log);
         let leases = write
             .open_table(LEASES)
-            .map_err(|e| corrupt(e.to_string()))?;
+            .map_err(|e| redb_failure(&path, e))?;
         let mut records = Vec::new();
-        for entry in leases.iter().map_err(|e| corrupt(e.to_string()))? {
-            let (id, value) = entry.map_err(|e| corrupt(e.to_string()))?;
+        for entry in leases.iter().map_err(|e| redb_failure(&path, e))? {
+            let (id, value) = entry.map_err(|e| redb_failure(&path, e))?;
             let record = codec::decode_lease(value.value()).map_err(|e| corrupt(e.to_string()))?;
             records.push((LeaseId(id.value() as i64), record));
         }
         lease_records = records;
     }
-    write.commit().map_err(|e| corrupt(e.to_string()))?;
+    write.commit().map_err(|e| redb_failure(&path, e))?;
 
     // Every surviving lease gets a full TTL from now, as etcd gives on restart: its owner had
     // no server to renew against while this one was down.
@@ -610,11 +685,11 @@ fn open_files(options: &EmbeddedOptions) -> Result<(Shared, committer::State), O
             overdue += 1;
         }
     }
-    let read = db.begin_read().map_err(|e| corrupt(e.to_string()))?;
-    let kv = read.open_table(KV).map_err(|e| corrupt(e.to_string()))?;
+    let read = db.begin_read().map_err(|e| redb_failure(&path, e))?;
+    let kv = read.open_table(KV).map_err(|e| redb_failure(&path, e))?;
     let mut orphans = 0usize;
-    for entry in kv.iter().map_err(|e| corrupt(e.to_string()))? {
-        let (key, value) = entry.map_err(|e| corrupt(e.to_string()))?;
+    for entry in kv.iter().map_err(|e| redb_failure(&path, e))? {
+        let (key, value) = entry.map_err(|e| redb_failure(&path, e))?;
         let record =
             codec::decode_record(key.value(), value.value()).map_err(|e| corrupt(e.to_string()))?;
         if let Some(lease) = record.lease {
@@ -650,10 +725,26 @@ fn open_files(options: &EmbeddedOptions) -> Result<(Shared, committer::State), O
             hub: WatchHub::new(state.revision, state.compact_revision),
             commits: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            failure: tokio::sync::watch::Sender::new(None),
             _lock: lock,
         },
         state,
     ))
+}
+
+/// A redb error while opening: an I/O error (a full disk, EIO) as such, so nobody moves an
+/// intact file aside; anything else as damage.
+fn redb_failure(path: &Path, error: impl Into<redb::Error>) -> OpenError {
+    match error.into() {
+        redb::Error::Io(io) => OpenError::Io {
+            path: path.to_path_buf(),
+            detail: io.to_string(),
+        },
+        other => OpenError::Corrupt {
+            path: path.to_path_buf(),
+            detail: other.to_string(),
+        },
+    }
 }
 
 fn lock_data_dir(dir: &Path) -> Result<File, OpenError> {
@@ -741,7 +832,7 @@ fn open_database(path: &Path, cache_bytes: usize) -> Result<redb::Database, Open
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_end;
+    use super::*;
 
     #[test]
     fn prefix_end_skips_trailing_ff() {
@@ -749,5 +840,22 @@ mod tests {
         assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
         assert_eq!(prefix_end(b"\xff\xff"), None);
         assert_eq!(prefix_end(b""), None);
+    }
+
+    /// Defect M9: an I/O error while opening is reported as one, not as a damaged file (whose
+    /// advice, to move the file aside, would lose the catalog).
+    #[test]
+    fn io_errors_at_open_are_not_called_damage() {
+        let path = Path::new("/data/berth.redb");
+        let full = redb::StorageError::Io(std::io::Error::other("no space left on device"));
+        assert!(matches!(
+            redb_failure(path, full),
+            OpenError::Io { detail, .. } if detail.contains("no space")
+        ));
+        let damaged = redb::StorageError::Corrupted("bad page".into());
+        assert!(matches!(
+            redb_failure(path, damaged),
+            OpenError::Corrupt { .. }
+        ));
     }
 }

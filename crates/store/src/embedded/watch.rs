@@ -11,8 +11,11 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::{mpsc, watch};
 
-/// How many recent revisions stay in memory for watchers that keep up.
+/// How many recent revisions stay in memory for watchers that keep up...
 const RECENT_REVISIONS: usize = 1024;
+/// ...in at most about this many bytes of keys and values (the newest revision always stays),
+/// so a run of large revisions (import parts, big backends) cannot pin a gigabyte.
+const RECENT_BYTES: usize = 64 * 1024 * 1024;
 /// How many revisions a lagging watcher reads from disk at a time.
 const DISK_CHUNK: i64 = 256;
 
@@ -22,9 +25,45 @@ pub struct RevisionBatch {
     pub events: Vec<Event>,
 }
 
+/// The ring of recent revisions and the bytes it holds.
+#[derive(Default)]
+struct Recent {
+    batches: VecDeque<Arc<RevisionBatch>>,
+    bytes: usize,
+}
+
+impl Recent {
+    fn push(&mut self, batch: Arc<RevisionBatch>) {
+        self.bytes += batch_bytes(&batch);
+        self.batches.push_back(batch);
+        while self.batches.len() > 1
+            && (self.batches.len() > RECENT_REVISIONS || self.bytes > RECENT_BYTES)
+        {
+            if let Some(oldest) = self.batches.pop_front() {
+                self.bytes -= batch_bytes(&oldest);
+            }
+        }
+    }
+}
+
+/// The keys and values a revision holds, its previous values included.
+fn batch_bytes(batch: &RevisionBatch) -> usize {
+    batch
+        .events
+        .iter()
+        .map(|event| {
+            let previous = event
+                .prev_kv
+                .as_ref()
+                .map_or(0, |kv| kv.key.len() + kv.value.len());
+            event.kv.key.len() + event.kv.value.len() + previous
+        })
+        .sum()
+}
+
 pub struct WatchHub {
     committed: watch::Sender<Revision>,
-    recent: RwLock<VecDeque<Arc<RevisionBatch>>>,
+    recent: RwLock<Recent>,
     compact_revision: AtomicI64,
     closed: AtomicBool,
     watchers: AtomicI64,
@@ -34,7 +73,7 @@ impl WatchHub {
     pub fn new(revision: Revision, compact_revision: Revision) -> Self {
         WatchHub {
             committed: watch::Sender::new(revision),
-            recent: RwLock::new(VecDeque::with_capacity(RECENT_REVISIONS)),
+            recent: RwLock::new(Recent::default()),
             compact_revision: AtomicI64::new(compact_revision.0),
             closed: AtomicBool::new(false),
             watchers: AtomicI64::new(0),
@@ -58,10 +97,7 @@ impl WatchHub {
         if !batches.is_empty() {
             let mut recent = self.recent.write().unwrap_or_else(|e| e.into_inner());
             for batch in batches {
-                if recent.len() == RECENT_REVISIONS {
-                    recent.pop_front();
-                }
-                recent.push_back(Arc::new(batch));
+                recent.push(Arc::new(batch));
             }
         }
         self.committed.send_replace(revision);
@@ -80,6 +116,7 @@ impl WatchHub {
     /// The batches from `from` to `to` if the ring still holds `from`.
     fn recent_range(&self, from: Revision, to: Revision) -> Option<Vec<Arc<RevisionBatch>>> {
         let recent = self.recent.read().unwrap_or_else(|e| e.into_inner());
+        let recent = &recent.batches;
         let first = recent.front()?.revision;
         if from < first {
             return None;
@@ -141,7 +178,14 @@ pub async fn run_watcher(
                 Some(batches) => batches,
                 None => {
                     let to = Revision(current.0.min(next.0 + DISK_CHUNK - 1));
-                    match shared.read_log(next, to) {
+                    // Reading the log from disk can take long: off the async workers.
+                    let reader = shared.clone();
+                    let read = tokio::task::spawn_blocking(move || reader.read_log(next, to))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(StoreError::Storage(format!("a log read failed: {e}")))
+                        });
+                    match read {
                         Ok(batches) if !batches.is_empty() => {
                             batches.into_iter().map(Arc::new).collect()
                         }
@@ -181,5 +225,55 @@ pub async fn run_watcher(
             changed = committed.changed() => if changed.is_err() { return },
             () = sender.closed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EventKind, KeyValue};
+    use bytes::Bytes;
+
+    fn batch(revision: i64, value: &Bytes) -> Arc<RevisionBatch> {
+        Arc::new(RevisionBatch {
+            revision: Revision(revision),
+            events: vec![Event {
+                kind: EventKind::Put,
+                kv: KeyValue {
+                    key: Bytes::from_static(b"/k"),
+                    value: value.clone(),
+                    create_revision: Revision(revision),
+                    mod_revision: Revision(revision),
+                    version: 1,
+                    lease: None,
+                },
+                prev_kv: None,
+            }],
+        })
+    }
+
+    #[test]
+    fn the_ring_keeps_its_revision_count_and_its_bytes() {
+        let small = Bytes::from_static(b"v");
+        let mut recent = Recent::default();
+        for revision in 1..=2_000 {
+            recent.push(batch(revision, &small));
+        }
+        assert_eq!(recent.batches.len(), RECENT_REVISIONS);
+        assert_eq!(recent.batches.front().unwrap().revision, Revision(977));
+
+        // Revisions of 1 MiB each (one shared buffer): about 64 stay.
+        let big = Bytes::from(vec![0u8; 1024 * 1024]);
+        for revision in 2_001..=2_200 {
+            recent.push(batch(revision, &big));
+        }
+        assert!(recent.bytes <= RECENT_BYTES, "{}", recent.bytes);
+        assert!((60..=64).contains(&recent.batches.len()));
+        assert_eq!(recent.batches.back().unwrap().revision, Revision(2_200));
+
+        // One revision over the whole budget still stays: watchers need the newest.
+        let huge = Bytes::from(vec![0u8; RECENT_BYTES + 1]);
+        recent.push(batch(2_201, &huge));
+        assert_eq!(recent.batches.len(), 1);
     }
 }

@@ -20,6 +20,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
+/// The largest answer berth takes from etcd: far above etcd's 4 MiB default, since a watch
+/// that catches up carries many revisions in one message, and ranges are read in pages
+/// (`Store::range_all`) to stay well below it.
+const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+fn kv_client(client: &etcd::Client) -> etcd::KvClient {
+    client
+        .kv_client()
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+}
+
 /// How long one unary call may take before the store reports etcd unavailable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -246,12 +257,22 @@ impl Store for EtcdStore {
     }
 
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
-        let (key, mut options) = match &request.range {
-            KeyRange::Key(key) => (key.to_vec(), etcd::GetOptions::new()),
-            KeyRange::Prefix(prefix) if prefix.is_empty() => {
+        let (key, mut options) = match (&request.range, &request.after) {
+            (KeyRange::Key(key), _) => (key.to_vec(), etcd::GetOptions::new()),
+            // The next page: from just after the last key, to the prefix's end.
+            (KeyRange::Prefix(prefix), Some(after)) => {
+                let mut start = after.to_vec();
+                start.push(0);
+                let start = start.max(prefix.to_vec());
+                let end = crate::prefix_end_key(prefix).unwrap_or_else(|| vec![0]);
+                (start, etcd::GetOptions::new().with_range(end))
+            }
+            (KeyRange::Prefix(prefix), None) if prefix.is_empty() => {
                 (vec![0], etcd::GetOptions::new().with_from_key())
             }
-            KeyRange::Prefix(prefix) => (prefix.to_vec(), etcd::GetOptions::new().with_prefix()),
+            (KeyRange::Prefix(prefix), None) => {
+                (prefix.to_vec(), etcd::GetOptions::new().with_prefix())
+            }
         };
         if let Some(revision) = request.revision {
             if revision.0 <= 0 {
@@ -264,7 +285,7 @@ impl Store for EtcdStore {
         if let Some(limit) = request.limit {
             options = options.with_limit(limit as i64);
         }
-        let mut kv = self.client.kv_client();
+        let mut kv = kv_client(&self.client);
         let response =
             call(kv.get(key, Some(options)))
                 .await
@@ -287,7 +308,7 @@ impl Store for EtcdStore {
             .when(txn.compares.iter().map(convert_compare).collect::<Vec<_>>())
             .and_then(txn.success.iter().map(convert_txn_op).collect::<Vec<_>>())
             .or_else(txn.failure.iter().map(convert_txn_op).collect::<Vec<_>>());
-        let mut kv = self.client.kv_client();
+        let mut kv = kv_client(&self.client);
         let response = call(kv.txn(request)).await.map_err(|e| {
             // etcd names no lease; report the one the transaction used.
             let lease = txn
@@ -388,12 +409,19 @@ impl Store for EtcdStore {
             None => self.status().await?.revision.next(),
         };
         let (sender, stream) = WatchStream::channel();
-        tokio::spawn(run_watch(self.client.watch_client(), prefix, start, sender));
+        tokio::spawn(run_watch(
+            self.client
+                .watch_client()
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            prefix,
+            start,
+            sender,
+        ));
         Ok(stream)
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {
-        let mut kv = self.client.kv_client();
+        let mut kv = kv_client(&self.client);
         call(kv.compact(
             revision.0,
             Some(etcd::CompactionOptions::new().with_physical()),
@@ -404,7 +432,7 @@ impl Store for EtcdStore {
     }
 
     async fn status(&self) -> Result<StoreStatus> {
-        let mut kv = self.client.kv_client();
+        let mut kv = kv_client(&self.client);
         let response =
             call(kv.get(vec![0], Some(etcd::GetOptions::new().with_count_only()))).await?;
         Ok(StoreStatus {

@@ -343,6 +343,49 @@ pub async fn large_values_and_many_keys<S: Store>(store: Arc<S>) {
         .unwrap();
     assert_eq!(keys_of(&first.kvs), keys[..10].to_vec());
     assert!(first.more);
+    // The next page starts after the last key; pinned at the first page's revision, pages
+    // read one snapshot even while writes go on.
+    let second = store
+        .range(
+            RangeRequest::prefix("/many/")
+                .with_limit(10)
+                .at_revision(first.revision)
+                .after(first.kvs.last().unwrap().key.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(keys_of(&second.kvs), keys[10..20].to_vec());
+    put(&*store, "/many/99999".to_string(), vec![b'v'; 10], None)
+        .await
+        .unwrap();
+    put(&*store, "/many/00000".to_string(), vec![b'x'; 10], None)
+        .await
+        .unwrap();
+    let paged = store
+        .range_all(bytes::Bytes::from_static(b"/many/"), 333, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        paged.kvs.len(),
+        5001,
+        "every key once, the new one included"
+    );
+    assert!(paged.kvs.iter().any(|kv| kv.key.as_ref() == b"/many/99999"));
+    let again = store
+        .range_all(bytes::Bytes::from_static(b"/many/"), 10_000, None)
+        .await
+        .unwrap();
+    assert_eq!(keys_of(&again.kvs), keys_of(&paged.kvs));
+    let last_page = store
+        .range(
+            RangeRequest::prefix("/many/")
+                .with_limit(10)
+                .after(bytes::Bytes::from_static(b"/many/99990")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(keys_of(&last_page.kvs), vec!["/many/99999".to_string()]);
+    assert!(!last_page.more);
 }
 
 pub async fn concurrent_cas_has_exactly_one_winner<S: Store>(store: Arc<S>) {

@@ -1,0 +1,90 @@
+//! `/metrics` as Prometheus's own tool reads it: after the native API, a legacy API, the
+//! catalog, an event stream and DNS were used, `promtool check metrics` (Debian's) finds
+//! nothing to say (every metric has HELP text, and names follow its conventions).
+
+use crate::support::{Berth, data_dir};
+use futures::StreamExt;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promtool_finds_no_problem_in_a_scrape() {
+    let (_keep, dir) = data_dir();
+    let berth = Berth::embedded(&dir);
+    let client = berth.client();
+    let registration = berth_client::Registration {
+        id: Some("a".into()),
+        address: "10.0.0.1".into(),
+        port: 80,
+        ..Default::default()
+    };
+    let mut events = client.events(Some("web"), None).await.unwrap();
+    client.register("web", &registration).await.unwrap();
+    client.heartbeat("web", "a").await.unwrap();
+    client.instances("web", &[]).await.unwrap();
+    events.next().await.unwrap().unwrap();
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("{}/applications", berth.base))
+        .json(&serde_json::json!({"id": "shop", "service": "play"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success());
+    let dns = berth.surface_address("dns").unwrap();
+    let (host, port) = dns.rsplit_once(':').unwrap();
+    let dig = Command::new("dig")
+        .args([
+            &format!("@{host}"),
+            "-p",
+            port,
+            "web.service.berth",
+            "+short",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&dig.stdout).trim(), "10.0.0.1");
+
+    let scrape = http
+        .get(format!("{}/metrics", berth.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "berth_heartbeats_total",
+        "berth_http_requests_total",
+        "berth_dns_queries_total",
+        "berth_store_commit_duration_seconds",
+    ] {
+        assert!(
+            scrape.contains(&format!("# HELP {name} ")),
+            "{name}:\n{scrape}"
+        );
+    }
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (scripts/install-test-deps installs prometheus)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && said.trim().is_empty(),
+        "promtool: {said}"
+    );
+}
