@@ -23,6 +23,22 @@ conformance::suite!(super::open_for_the_contract);
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// The first answer of a watch of `prefix` from revision `from`.
+async fn first_of_watch(
+    store: &EmbeddedStore,
+    prefix: &'static [u8],
+    from: berth_store::Revision,
+) -> Result<berth_store::WatchBatch, StoreError> {
+    let mut watch = store
+        .watch(Bytes::from_static(prefix), Some(from))
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 fn options(dir: &std::path::Path, clock: &ManualClock) -> EmbeddedOptions {
     EmbeddedOptions::new(dir).with_clock(Arc::new(clock.clone()))
 }
@@ -50,15 +66,7 @@ async fn writes_and_revision_survive_a_restart() {
     assert_eq!(all.kvs.len(), 100);
     assert_eq!(all.kvs[42].value, Bytes::from("v42"));
     // History is still there to watch from.
-    let mut watch = store
-        .watch(Bytes::from_static(b"/d/"), Some(revision))
-        .await
-        .unwrap();
-    let batch = tokio::time::timeout(WAIT, watch.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let batch = first_of_watch(&store, b"/d/", revision).await.unwrap();
     assert_eq!(batch.revision, revision);
     assert_eq!(
         put(&store, "/d/next", "x", None).await.unwrap(),
@@ -333,30 +341,14 @@ async fn history_is_compacted_when_it_outgrows_its_bytes() {
     // About 16 revisions fit in the budget; at least three quarters of it are kept.
     let kept = last.0 - compacted.0 + 1;
     assert!((10..=17).contains(&kept), "{kept} revisions kept");
-    let mut too_old = store
-        .watch(Bytes::from_static(b"/big/"), Some(first))
-        .await
-        .unwrap();
-    let answer = tokio::time::timeout(WAIT, too_old.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let answer = first_of_watch(&store, b"/big/", first).await;
     assert!(
         matches!(answer, Err(StoreError::Compacted { .. })),
         "{answer:?}"
     );
     // The newest revisions are there to watch from.
-    let mut watch = store
-        .watch(Bytes::from_static(b"/big/"), Some(compacted))
-        .await
-        .unwrap();
-    let batch = tokio::time::timeout(WAIT, watch.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let batch = first_of_watch(&store, b"/big/", compacted).await.unwrap();
     assert_eq!(batch.revision, compacted);
-    drop(watch);
     store.close().await.unwrap();
     drop(store);
 

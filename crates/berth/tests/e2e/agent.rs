@@ -205,14 +205,7 @@ async fn published_ports_appear_and_vanish_with_their_containers() {
         .find(|event| event["message"] == "metrics at /metrics")
         .and_then(|event| event["address"].as_str().map(String::from))
         .expect("the metrics address in the log");
-    let text = crate::support::http()
-        .get(format!("http://{metrics_address}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::support::scrape(&format!("http://{metrics_address}")).await;
     let counter = |name: &str| -> f64 {
         text.lines()
             .find(|line| line.starts_with(name))

@@ -45,14 +45,7 @@ async fn promtool_finds_no_problem_in_a_scrape() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&dig.stdout).trim(), "10.0.0.1");
 
-    let scrape = http
-        .get(format!("{}/metrics", berth.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = crate::support::scrape(&berth.base).await;
     for name in [
         "berth_heartbeats_total",
         "berth_http_requests_total",

@@ -30,8 +30,10 @@ fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
             "/v1/events",
             "--max-time",
             "45",
+            // One worker: with two threads, CPython 3.11 (Debian's) can fail inside the
+            // tool itself ("AST constructor recursion depth mismatch", seen once in this suite).
             "--workers",
-            "2",
+            "1",
             "--seed",
             "1",
         ])

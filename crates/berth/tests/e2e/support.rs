@@ -87,17 +87,23 @@ pub async fn health_revision(base: &str) -> i64 {
     health["revision"].as_i64().expect("revision in /health")
 }
 
-/// A metric's value from `/metrics` (a gauge or counter without labels); 0 when absent.
-pub async fn metric(base: &str, name: &str) -> f64 {
-    let text = crate::support::http()
+/// What `/metrics` answers.
+pub async fn scrape(base: &str) -> String {
+    crate::support::http()
         .get(format!("{base}/metrics"))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    text.lines()
+        .unwrap()
+}
+
+/// A metric's value from `/metrics` (a gauge or counter without labels); 0 when absent.
+pub async fn metric(base: &str, name: &str) -> f64 {
+    scrape(base)
+        .await
+        .lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|value| value.trim().parse::<f64>().ok())
         .unwrap_or(0.0)

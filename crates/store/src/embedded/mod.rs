@@ -797,6 +797,7 @@ fn open_database(path: &Path, cache_bytes: usize) -> Result<redb::Database, Open
         .set_check_integrity_on_open(true);
     // redb reports damage as errors, but a few checks in it assert; a damaged file must end
     // in a clear message, not a panic trace.
+    let created = !path.exists();
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.create(path)));
     let to_open_error = |error: redb::DatabaseError| match error {
         redb::DatabaseError::DatabaseAlreadyOpen => OpenError::Locked {
@@ -818,7 +819,21 @@ fn open_database(path: &Path, cache_bytes: usize) -> Result<redb::Database, Open
         },
     };
     match opened {
-        Ok(result) => result.map_err(to_open_error),
+        Ok(result) => {
+            let db = result.map_err(to_open_error)?;
+            if created {
+                // redb syncs the file, not the directory: without this, a power loss right after
+                // the first start could lose the new file's name (defect M20).
+                let directory = path.parent().unwrap_or(Path::new("."));
+                std::fs::File::open(directory)
+                    .and_then(|directory| directory.sync_all())
+                    .map_err(|error| OpenError::Io {
+                        path: directory.to_path_buf(),
+                        detail: error.to_string(),
+                    })?;
+            }
+            Ok(db)
+        }
         Err(panic) => Err(OpenError::Corrupt {
             path: path.to_path_buf(),
             detail: panic
