@@ -203,6 +203,11 @@ impl Grants {
         &self.0
     }
 
+    /// Each grant as written (`write:payments-*`), as stored and shown.
+    pub fn texts(&self) -> Vec<String> {
+        self.0.iter().map(Grant::to_string).collect()
+    }
+
     pub fn is_admin(&self) -> bool {
         self.0.contains(&Grant::Admin)
     }

@@ -134,12 +134,7 @@ struct TokenRecord {
 fn encode(principal: &Principal, secret: &Digest32) -> Vec<u8> {
     serde_json::to_vec(&TokenRecord {
         owner: principal.owner.to_string(),
-        grants: principal
-            .grants
-            .all()
-            .iter()
-            .map(Grant::to_string)
-            .collect(),
+        grants: principal.grants.texts(),
         description: principal.description.clone(),
         created_at_ms: principal.created_at.millis(),
         secret_sha256: hex(secret),

@@ -82,24 +82,44 @@ pub trait Store: Send + Sync + 'static {
         at: Option<Revision>,
     ) -> impl Future<Output = Result<RangeResponse>> + Send {
         async move {
+            let mut kvs = Vec::new();
+            let revision = self
+                .for_each_page(prefix, page, at, |found| kvs.extend(found))
+                .await?;
+            Ok(RangeResponse {
+                kvs,
+                revision,
+                more: false,
+            })
+        }
+    }
+
+    /// Like [`Store::range_all`], handing each page to `each` as it comes instead of keeping
+    /// them all (for reads that keep only part of what they see); returns the revision read at.
+    fn for_each_page(
+        &self,
+        prefix: bytes::Bytes,
+        page: usize,
+        at: Option<Revision>,
+        mut each: impl FnMut(Vec<KeyValue>) + Send,
+    ) -> impl Future<Output = Result<Revision>> + Send {
+        async move {
             let mut request = RangeRequest::prefix(prefix.clone()).with_limit(page);
             request.revision = at;
-            let mut all = self.range(request).await?;
-            let revision = all.revision;
-            while all.more {
-                let Some(last) = all.kvs.last().map(|kv| kv.key.clone()) else {
-                    break;
-                };
-                request = RangeRequest::prefix(prefix.clone())
-                    .with_limit(page)
-                    .at_revision(revision)
-                    .after(last);
-                let next = self.range(request).await?;
-                all.kvs.extend(next.kvs);
-                all.more = next.more;
+            loop {
+                let found = self.range(request).await?;
+                let last = found.kvs.last().map(|kv| kv.key.clone());
+                each(found.kvs);
+                match last {
+                    Some(last) if found.more => {
+                        request = RangeRequest::prefix(prefix.clone())
+                            .with_limit(page)
+                            .at_revision(found.revision)
+                            .after(last);
+                    }
+                    _ => return Ok(found.revision),
+                }
             }
-            all.revision = revision;
-            Ok(all)
         }
     }
 }

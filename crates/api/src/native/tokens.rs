@@ -10,7 +10,7 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use berth_domain::auth::{Grant, TokenDraft};
+use berth_domain::auth::TokenDraft;
 use berth_registry::auth::{Caller, Principal};
 use serde::{Deserialize, Serialize};
 
@@ -40,12 +40,7 @@ impl<'a> TokenDto<'a> {
         TokenDto {
             id: &principal.token_id,
             owner: principal.owner.as_str(),
-            grants: principal
-                .grants
-                .all()
-                .iter()
-                .map(Grant::to_string)
-                .collect(),
+            grants: principal.grants.texts(),
             description: &principal.description,
             created_at: rfc3339(principal.created_at),
             secret,

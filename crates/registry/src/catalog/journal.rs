@@ -5,7 +5,7 @@ use super::queries::HistoryEntry;
 use super::records::decode_journal;
 use crate::error::{RegistryError, Result};
 use crate::{Registry, keys};
-use berth_store::{KeyValue, RangeRequest, Revision, Store, Txn, TxnOp};
+use berth_store::{KeyValue, Revision, Store, Txn, TxnOp};
 use bytes::Bytes;
 use std::collections::BinaryHeap;
 use std::time::Duration;
@@ -98,24 +98,25 @@ impl Registry {
         let mut at = None;
         for prefix in prefixes {
             at = Some(
-                for_each_page(self.store(), prefix.into(), at, |kvs| {
-                    for kv in kvs {
-                        let revision = kv.create_revision;
-                        if !window.ids.is_empty() && !window.ids.contains(&revision) {
-                            continue;
+                self.store()
+                    .for_each_page(prefix.into(), PAGE, at, |kvs| {
+                        for kv in kvs {
+                            let revision = kv.create_revision;
+                            if !window.ids.is_empty() && !window.ids.contains(&revision) {
+                                continue;
+                            }
+                            let sort_key = if window.newest_first {
+                                -revision.0
+                            } else {
+                                revision.0
+                            };
+                            kept.push(Ranked { sort_key, kv });
+                            if kept.len() > wanted {
+                                kept.pop();
+                            }
                         }
-                        let sort_key = if window.newest_first {
-                            -revision.0
-                        } else {
-                            revision.0
-                        };
-                        kept.push(Ranked { sort_key, kv });
-                        if kept.len() > wanted {
-                            kept.pop();
-                        }
-                    }
-                })
-                .await?,
+                    })
+                    .await?,
             );
         }
         let selected: Vec<KeyValue> = kept
@@ -171,19 +172,20 @@ impl Registry {
                 }
             }
         };
-        for_each_page(self.store(), keys::JOURNAL.into(), None, |kvs| {
-            for kv in kvs {
-                let Some((owner, millis)) = journal_entry_owner(&kv.key) else {
-                    continue;
-                };
-                if record.as_deref() != Some(owner.as_str()) {
-                    judge(&mut entries, &mut doomed);
-                    record = Some(owner);
+        self.store()
+            .for_each_page(keys::JOURNAL.into(), PAGE, None, |kvs| {
+                for kv in kvs {
+                    let Some((owner, millis)) = journal_entry_owner(&kv.key) else {
+                        continue;
+                    };
+                    if record.as_deref() != Some(owner.as_str()) {
+                        judge(&mut entries, &mut doomed);
+                        record = Some(owner);
+                    }
+                    entries.push((kv.key, millis));
                 }
-                entries.push((kv.key, millis));
-            }
-        })
-        .await?;
+            })
+            .await?;
         judge(&mut entries, &mut doomed);
         let deleted = doomed.len();
         for chunk in doomed.chunks(DELETES_PER_TXN) {
@@ -230,34 +232,6 @@ impl PartialOrd for Ranked {
 impl Ord for Ranked {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.sort_key.cmp(&other.sort_key)
-    }
-}
-
-/// Reads every key under `prefix` a page at a time at one revision (`at`, or the first page's),
-/// handing each page to `each`; returns the revision read at.
-async fn for_each_page(
-    store: &berth_store::AnyStore,
-    prefix: Bytes,
-    at: Option<Revision>,
-    mut each: impl FnMut(Vec<KeyValue>),
-) -> Result<Revision> {
-    let mut request = RangeRequest::prefix(prefix.clone()).with_limit(PAGE);
-    request.revision = at;
-    loop {
-        let page = store.range(request).await?;
-        let revision = page.revision;
-        let last = page.kvs.last().map(|kv| kv.key.clone());
-        let more = page.more;
-        each(page.kvs);
-        match last {
-            Some(last) if more => {
-                request = RangeRequest::prefix(prefix.clone())
-                    .with_limit(PAGE)
-                    .at_revision(revision)
-                    .after(last);
-            }
-            _ => return Ok(revision),
-        }
     }
 }
 
