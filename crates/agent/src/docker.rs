@@ -65,10 +65,14 @@ pub async fn running_ids(docker: &Docker) -> Result<Vec<String>, DockerError> {
     Ok(containers.into_iter().filter_map(|c| c.id).collect())
 }
 
-/// The container as the rules need it; `None` when it no longer exists.
+/// The container as the rules need it; `None` when it no longer exists. An answer without the
+/// container's id is an error of the engine (skipped and reported like a failed inspect), not
+/// a sign that the container is gone: that would remove its records (defect M13).
 pub async fn inspect(docker: &Docker, id: &str) -> Result<Option<ContainerFacts>, DockerError> {
     match docker.inspect_container(id, None).await {
-        Ok(answer) => Ok(facts(answer)),
+        Ok(answer) => facts(answer).map(Some).ok_or_else(|| {
+            DockerError::Api(format!("the inspect answer for container {id} has no id"))
+        }),
         Err(BollardError::DockerResponseServerError {
             status_code: 404, ..
         }) => Ok(None),

@@ -2,7 +2,9 @@
 //! start order, environment files, export and import, backends and frontends.
 
 use crate::cli::{ClientArgs, print_json, print_table, say};
-use berth_client::{Client, Method, segment};
+use crate::progress::Progress;
+use anyhow::Context;
+use berth_client::{Client, ClientError, Method, Transfer, segment};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
@@ -380,28 +382,62 @@ pub enum CatalogCommand {
     },
 }
 
+/// Runs one reporting request with `progress` drawn while it lasts, and erased after.
+async fn with_progress<F>(
+    progress: &Progress,
+    request: impl FnOnce(Box<dyn Fn(Transfer) + Send + Sync>) -> F,
+) -> Result<String, ClientError>
+where
+    F: std::future::Future<Output = Result<String, ClientError>>,
+{
+    let reporter = progress.clone();
+    let ticker = progress.tick();
+    let answer = request(Box::new(move |transfer| reporter.transferred(transfer))).await;
+    progress.finish(ticker);
+    answer
+}
+
 pub async fn catalog(client_args: &ClientArgs, command: CatalogCommand) -> anyhow::Result<()> {
     let client: Client = client_args.client()?;
     match command {
         CatalogCommand::Export { format } => {
             let path = format!("/v1/catalog?format={}", segment(&format));
-            let text = client
-                .call_text(Method::GET, &path, "application/json", None)
-                .await?;
+            let progress = Progress::on_terminal(
+                "exporting the catalog".into(),
+                "the server is exporting",
+                client_args.json,
+            );
+            let text = with_progress(&progress, |report| {
+                client.call_text_reporting(Method::GET, &path, "application/json", None, report)
+            })
+            .await?;
             say(text.trim_end());
             Ok(())
         }
         CatalogCommand::Import { file } => {
-            let text = std::fs::read_to_string(&file)?;
+            let body =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let yaml = file.extension().is_some_and(|e| e == "yaml" || e == "yml");
             let content_type = if yaml {
                 "application/yaml"
             } else {
                 "application/json"
             };
-            let answer = client
-                .call_text(Method::POST, "/v1/catalog/import", content_type, Some(text))
-                .await?;
+            let progress = Progress::on_terminal(
+                format!("importing {}", file.display()),
+                "the server is importing",
+                client_args.json,
+            );
+            let answer = with_progress(&progress, |report| {
+                client.call_text_reporting(
+                    Method::POST,
+                    "/v1/catalog/import",
+                    content_type,
+                    Some(body),
+                    report,
+                )
+            })
+            .await?;
             let answer: Value = serde_json::from_str(&answer)?;
             show(client_args, &answer, |a| {
                 say(format!(

@@ -241,6 +241,17 @@ pub fn resolve(args: &ServeArgs, env: &BTreeMap<String, String>) -> anyhow::Resu
             ports.start
         );
     }
+    let trusted_proxies = match values.get("compat.lyft.trusted_proxies") {
+        Some(given) => given
+            .list()
+            .iter()
+            .map(|ip| {
+                ip.parse::<std::net::IpAddr>()
+                    .map_err(|_| anyhow::anyhow!("{}: {ip:?} is not an IP address", given.source))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
     let host_ttl_given = values.required("compat.lyft.host_ttl");
     let host_ttl: u64 = host_ttl_given.parse("a number of seconds")?;
     if !(1..=86_400).contains(&host_ttl) {
@@ -397,6 +408,7 @@ pub fn resolve(args: &ServeArgs, env: &BTreeMap<String, String>) -> anyhow::Resu
             lyft: lyft::Config {
                 host_ttl: Duration::from_secs(host_ttl),
                 env: values.required("compat.lyft.env").text.clone(),
+                trusted_proxies,
             },
             bender: bender::Config {
                 ttl: Duration::from_millis(bender_ttl),

@@ -6,6 +6,8 @@ mod agent;
 mod catalog_cli;
 mod cli;
 mod logging;
+mod ops_cli;
+mod progress;
 mod serve;
 mod token_cli;
 
@@ -147,6 +149,46 @@ enum Command {
         #[command(subcommand)]
         command: catalog_cli::RoutingCommand,
     },
+    /// One glance at a server: version, health, store and revision, live instances
+    Status {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell
+    ///
+    /// bash: `source <(berth completions bash)`, or save it as
+    /// /etc/bash_completion.d/berth. zsh: save it as `_berth` on $fpath. fish: save it as
+    /// ~/.config/fish/completions/berth.fish.
+    Completions(ops_cli::CompletionsArgs),
+    /// Print the man page (roff), or write one page per command with --dir
+    Man(ops_cli::ManArgs),
+}
+
+impl Command {
+    /// The server a client command talks to (named in its errors).
+    fn server(&self) -> Option<&str> {
+        let client = match self {
+            Command::Register { client, .. }
+            | Command::Deregister { client, .. }
+            | Command::Services { client }
+            | Command::Instances { client, .. }
+            | Command::Watch { client, .. }
+            | Command::Kinds { client, .. }
+            | Command::Apps { client, .. }
+            | Command::Deps { client, .. }
+            | Command::StartOrder { client, .. }
+            | Command::Env { client, .. }
+            | Command::Catalog { client, .. }
+            | Command::Backends { client, .. }
+            | Command::Token { client, .. }
+            | Command::Frontends { client, .. }
+            | Command::Status { client } => client,
+            Command::Serve(_) | Command::Agent(_) | Command::Completions(_) | Command::Man(_) => {
+                return None;
+            }
+        };
+        Some(&client.server)
+    }
 }
 
 /// `BERTH_*` variables in `env` that nothing reads (probably typos): every setting's and
@@ -176,6 +218,22 @@ fn main() -> ExitCode {
     // no throughput lost). A registry holds many small things, so berth does without.
     let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Completions(args) => {
+            ops_cli::completions(Cli::command(), args);
+            return ExitCode::SUCCESS;
+        }
+        Command::Man(args) => {
+            return match ops_cli::man(Cli::command(), args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("berth: error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     // The one place the environment is read: everything else gets it passed in.
     #[allow(clippy::disallowed_methods)]
     let env: BTreeMap<String, String> = std::env::vars().collect();
@@ -217,9 +275,13 @@ fn main() -> ExitCode {
             Err(error) => configuration_error(&error),
         },
         command => {
+            let server = command.server().unwrap_or_default().to_string();
             let result = runtime.block_on(async move {
                 match command {
-                    Command::Serve(_) | Command::Agent(_) => unreachable!("handled above"),
+                    Command::Serve(_)
+                    | Command::Agent(_)
+                    | Command::Completions(_)
+                    | Command::Man(_) => unreachable!("handled above"),
                     Command::Register { client, args } => cli::register(&client, args).await,
                     Command::Deregister { client, args } => cli::deregister(&client, args).await,
                     Command::Services { client } => cli::services(&client).await,
@@ -244,16 +306,37 @@ fn main() -> ExitCode {
                     Command::Frontends { client, command } => {
                         catalog_cli::routing(&client, "frontends", command).await
                     }
+                    Command::Status { client } => ops_cli::status(&client).await,
                 }
             });
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("berth: error: {error:#}");
+                    if let Some(hint) = client_error_hint(&error, &server) {
+                        eprintln!("{hint}");
+                    }
                     ExitCode::FAILURE
                 }
             }
         }
+    }
+}
+
+/// What to do about a client command's failure, when the error says: a server that cannot be
+/// reached, or a refusal for want of a token.
+fn client_error_hint(error: &anyhow::Error, server: &str) -> Option<String> {
+    match error.downcast_ref::<berth_client::ClientError>()? {
+        berth_client::ClientError::Transport { .. } => Some(format!(
+            "  is `berth serve` running at {server}? Name another server with --server or BERTH_ADDR."
+        )),
+        berth_client::ClientError::Api { status: 401, .. } => Some(format!(
+            "  {server} wants a token: pass --token-file FILE (or BERTH_TOKEN_FILE)."
+        )),
+        berth_client::ClientError::Api { status: 403, .. } => Some(
+            "  the token lacks a grant for this: `berth token self` shows what it may do.".into(),
+        ),
+        _ => None,
     }
 }
 

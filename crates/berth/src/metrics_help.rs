@@ -105,6 +105,18 @@ pub const METRICS: &[Metric] = &[
         "Live instances in this node's view",
     ),
     metric(
+        "berth_service_instances",
+        Gauge,
+        None,
+        "Live instances of one service (label service); a service that empties stays at 0",
+    ),
+    metric(
+        "berth_view_revision",
+        Gauge,
+        None,
+        "The store revision this node's registry has applied; berth_store_revision minus this is how far its answers and events lag",
+    ),
+    metric(
         "berth_registrations_total",
         Counter,
         None,

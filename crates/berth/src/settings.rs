@@ -403,6 +403,18 @@ pub const SETTINGS: &[Setting] = &[
         legacy_env: Some("APPLICATION_ENV"),
     },
     Setting {
+        key: "compat.lyft.trusted_proxies",
+        in_file: true,
+        flag: "compat-lyft-trusted-proxies",
+        env: "BERTH_COMPAT_LYFT_TRUSTED_PROXIES",
+        value_name: "IPS",
+        shape: Shape::Value,
+        default: none,
+        help: "lyft/discovery API: the proxies in front of berth (comma separated IPs) whose \
+               X-Forwarded-For names the client for `auto_ip`; from others it is ignored",
+        legacy_env: None,
+    },
+    Setting {
         key: "compat.lyft.cache_ttl",
         in_file: true,
         flag: "compat-lyft-cache-ttl",

@@ -40,6 +40,26 @@ impl ClientError {
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
+/// Why a request failed, as its innermost cause ("Connection refused (os error 111)"), not
+/// reqwest's "error sending request for url (…)", which repeats the address and hides why.
+fn transport_detail(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        return "no answer in time".to_string();
+    }
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+/// How far a request body has gone out, or a response body come in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transfer {
+    Sent { done: u64, total: u64 },
+    Received { done: u64, total: Option<u64> },
+}
+
 /// What a client registers.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Registration {
@@ -270,7 +290,7 @@ impl Client {
     fn transport(&self, error: reqwest::Error) -> ClientError {
         ClientError::Transport {
             base: self.base.clone(),
-            detail: error.to_string(),
+            detail: transport_detail(&error),
         }
     }
 
@@ -373,6 +393,51 @@ impl Client {
         }
         let response = self.send(request).await?;
         response.text().await.map_err(|e| self.transport(e))
+    }
+
+    /// Like [`Client::call_text`], reporting each chunk sent and received to `on_transfer`, for
+    /// progress on large catalog imports and exports.
+    pub async fn call_text_reporting(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: &str,
+        body: Option<Vec<u8>>,
+        on_transfer: impl Fn(Transfer) + Send + Sync + 'static,
+    ) -> Result<String> {
+        const CHUNK: usize = 64 * 1024;
+        let on_transfer = std::sync::Arc::new(on_transfer);
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("content-type", content_type);
+        if let Some(body) = body {
+            let total = body.len() as u64;
+            let body = bytes::Bytes::from(body);
+            let report = on_transfer.clone();
+            let chunks = (0..body.len().div_ceil(CHUNK)).map(move |index| {
+                let end = ((index + 1) * CHUNK).min(body.len());
+                report(Transfer::Sent {
+                    done: end as u64,
+                    total,
+                });
+                Ok::<_, std::io::Error>(body.slice(index * CHUNK..end))
+            });
+            request = request
+                .header("content-length", total)
+                .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)));
+        }
+        let mut response = self.send(request).await?;
+        let total = response.content_length();
+        let mut received = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(e))? {
+            received.extend_from_slice(&chunk);
+            on_transfer(Transfer::Received {
+                done: received.len() as u64,
+                total,
+            });
+        }
+        String::from_utf8(received).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     /// Registers (or renews, or updates) an instance; true when it was created.
@@ -496,7 +561,7 @@ impl Client {
         let bytes = response.bytes_stream().map(move |chunk| {
             chunk.map_err(|e| ClientError::Transport {
                 base: base.clone(),
-                detail: e.to_string(),
+                detail: transport_detail(&e),
             })
         });
         Ok(Box::pin(parse_sse(bytes)))

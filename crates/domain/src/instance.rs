@@ -117,6 +117,33 @@ impl Default for InstanceDefaults {
     }
 }
 
+/// The API an instance was registered through. A registration through one may not change an
+/// instance another registered: their fields and TTLs mean different things (bender's 4 s TTL
+/// would replace a native 30 s one, lyft's tags would overwrite metadata).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Origin {
+    #[default]
+    Native,
+    Bender,
+    Lyft,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Native => "native",
+            Origin::Bender => "bender",
+            Origin::Lyft => "lyft",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Origin> {
+        [Origin::Native, Origin::Bender, Origin::Lyft]
+            .into_iter()
+            .find(|origin| origin.as_str() == text)
+    }
+}
+
 /// An instance as a client sends it, before validation. Numbers are wide so an out-of-range
 /// value is reported as such instead of failing to parse.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -135,6 +162,7 @@ pub struct InstanceDraft {
     pub canary: Option<bool>,
     pub tags: Vec<String>,
     pub meta: BTreeMap<String, String>,
+    pub origin: Origin,
 }
 
 /// A validated registration: everything the client decides about an instance. Only
@@ -159,6 +187,7 @@ pub struct InstanceSpec {
     canary: bool,
     tags: Vec<String>,
     meta: BTreeMap<String, String>,
+    origin: Origin,
 }
 
 impl InstanceSpec {
@@ -214,6 +243,10 @@ impl InstanceSpec {
 
     pub fn canary(&self) -> bool {
         self.canary
+    }
+
+    pub fn origin(&self) -> Origin {
+        self.origin
     }
 
     /// Sorted, without duplicates.
@@ -323,12 +356,18 @@ impl InstanceDraft {
             errors.push("meta", format!("at most {MAX_META} entries"));
         }
         for (key, value) in &self.meta {
-            let field = format!("meta.{key}");
             let key_ok = !key.is_empty()
                 && key.len() <= MAX_META_KEY
                 && key
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            // A refused key is quoted with its escapes: one with a newline (from a container's
+            // environment) would otherwise forge lines in logs (defect M13).
+            let field = if key_ok {
+                format!("meta.{key}")
+            } else {
+                format!("meta[{key:?}]")
+            };
             if !key_ok {
                 errors.push(
                     field.clone(),
@@ -362,6 +401,7 @@ impl InstanceDraft {
         tags.dedup();
         let meta = self.meta;
         let canary = self.canary.unwrap_or(false);
+        let origin = self.origin;
         errors.finish(|| InstanceSpec {
             service: service.expect("checked"),
             id: id.expect("checked"),
@@ -378,6 +418,7 @@ impl InstanceDraft {
             canary,
             tags,
             meta,
+            origin,
         })
     }
 }
@@ -401,6 +442,7 @@ impl From<&InstanceSpec> for InstanceDraft {
             canary: Some(spec.canary),
             tags: spec.tags.clone(),
             meta: spec.meta.clone(),
+            origin: spec.origin,
         }
     }
 }
@@ -568,6 +610,15 @@ mod tests {
             .validate("web", Some(spec.id.as_str()), &InstanceDefaults::default())
             .unwrap();
         assert_eq!(again, spec);
+    }
+
+    #[test]
+    fn a_refused_metadata_key_is_quoted_in_the_error() {
+        let mut d = draft("10.0.0.1", 80);
+        d.meta.insert("X\nlevel=ERROR forged".into(), "v".into());
+        let field = field_of(d.validate("web", None, &InstanceDefaults::default()));
+        assert_eq!(field, "meta[\"X\\nlevel=ERROR forged\"]");
+        assert!(!field.contains('\n'));
     }
 
     #[test]

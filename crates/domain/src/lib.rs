@@ -12,7 +12,7 @@ mod time;
 pub use error::{ValidationError, ValidationErrors};
 pub use instance::{
     Address, Instance, InstanceDefaults, InstanceDraft, InstanceFilter, InstanceSpec, LOWEST_TTL,
-    MAX_META, MAX_TTL, MIN_TTL, OfflineReason,
+    MAX_META, MAX_TTL, MIN_TTL, OfflineReason, Origin,
 };
 pub use names::{InstanceId, ServiceName};
 pub use time::Timestamp;

@@ -137,6 +137,11 @@ struct Inner {
     follower: tokio::task::JoinHandle<()>,
     /// Prunes the catalog journal now and then (see `prune_journal`).
     journal_pruner: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
+    /// When this node first saw each kind's deletion mark (by the mark's revision), on its own
+    /// clock: a mark's age never depends on the clock of the node that wrote it.
+    delete_marks_seen: std::sync::Mutex<
+        std::collections::HashMap<berth_domain::catalog::KindName, (Revision, Timestamp)>,
+    >,
     counters: Counters,
 }
 
@@ -253,6 +258,7 @@ impl Registry {
                 catalog_revision,
                 follower,
                 journal_pruner: std::sync::OnceLock::new(),
+                delete_marks_seen: std::sync::Mutex::default(),
                 counters: Counters::new(),
             }),
         };
@@ -517,10 +523,21 @@ impl Follower {
                         self.apply(&batch);
                         next = batch.revision.next();
                     }
-                    Some(Err(StoreError::Compacted { .. })) => {
+                    Some(Err(
+                        error @ (StoreError::Compacted { .. } | StoreError::FutureRevision { .. }),
+                    )) => {
                         match self.reload().await {
                             Ok(at) => {
-                                tracing::warn!(revision = %at, "the views fell behind compaction; reloaded them");
+                                let why = match error {
+                                    StoreError::Compacted { .. } => {
+                                        "the views fell behind compaction"
+                                    }
+                                    _ => {
+                                        "the store is behind this node's views (restored from \
+                                         an older backup?)"
+                                    }
+                                };
+                                tracing::warn!(revision = %at, "{why}; reloaded them");
                                 next = at.next();
                             }
                             Err(error) => {
@@ -570,6 +587,7 @@ impl Follower {
                     .store(batch.revision.0, Ordering::Release);
             }
             self.revision.send_replace(batch.revision);
+            metrics::gauge!("berth_view_revision").set(batch.revision.0 as f64);
         });
     }
 
@@ -591,6 +609,7 @@ impl Follower {
             self.catalog_revision
                 .store(live.revision.0, Ordering::Release);
             self.revision.send_replace(live.revision);
+            metrics::gauge!("berth_view_revision").set(live.revision.0 as f64);
             live.revision
         });
         Ok(live.revision)

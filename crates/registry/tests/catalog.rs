@@ -662,3 +662,44 @@ async fn the_journal_is_pruned_by_count_and_age_and_listed_by_window() {
     assert_eq!(only.len(), 1);
     assert_eq!(only[0].record.id(), &app("young"));
 }
+
+/// Defect M19: a deletion mark left by a node whose clock runs an hour ahead blocks the kind
+/// for 30 s of this node's time after it first saw the mark, not for that hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_mark_from_a_clock_ahead_goes_stale_on_this_nodes_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(EmbeddedOptions::new(dir.path()))
+        .await
+        .unwrap();
+    let clock = SteppedClock::default();
+    let start = 1_700_000_000_000u64;
+    clock.0.store(start, std::sync::atomic::Ordering::SeqCst);
+    let r = Registry::start(
+        AnyStore::Embedded(store.clone()),
+        RegistryConfig::default(),
+        Arc::new(clock.clone()),
+    )
+    .await
+    .unwrap();
+    r.create_kind(new_kind("edge", 7000)).await.unwrap();
+    // Another node, an hour ahead, marked the kind and died before finishing the deletion.
+    let key = "/berth/catalog/kinds/edge";
+    let stored = berth_store::get(&store, key).await.unwrap().unwrap();
+    let mut record: serde_json::Value = serde_json::from_slice(&stored.value).unwrap();
+    record["deleting_since_ms"] = serde_json::json!(start + 3_600_000);
+    berth_store::put(&store, key, record.to_string(), None)
+        .await
+        .unwrap();
+
+    match r.create_app(new_app("first", "edge", &[])).await {
+        Err(RegistryError::Conflict { message, .. }) => {
+            assert!(message.contains("being deleted"), "{message}")
+        }
+        other => panic!("expected the mark to hold, got {other:?}"),
+    }
+    clock
+        .0
+        .fetch_add(31_000, std::sync::atomic::Ordering::SeqCst);
+    let created = r.create_app(new_app("first", "edge", &[])).await.unwrap();
+    assert!(created.port_of(&kind("edge")).is_some());
+}

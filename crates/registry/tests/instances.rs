@@ -465,3 +465,46 @@ async fn several_instances_change_and_go_in_one_command() {
         0
     );
 }
+
+/// Defect M12: a registration through one API does not change an instance another API
+/// registered (bender's 4 s TTL replacing a native 30 s one); it is refused, and the instance
+/// stays as it was. The API that registered it renews and updates it as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_through_another_api_cannot_change_an_instance() {
+    let f = fixture().await;
+    let native = spec("web", "10.0.0.7", 80, 30_000);
+    f.registry
+        .register(native.clone(), &Caller::Unchecked)
+        .await
+        .unwrap();
+    let bender = InstanceDraft {
+        address: Some("10.0.0.7".into()),
+        port: Some(80),
+        ttl_ms: Some(4_000),
+        version: Some("v2".into()),
+        origin: berth_domain::Origin::Bender,
+        ..InstanceDraft::default()
+    }
+    .validate("web", None, &InstanceDefaults::default())
+    .unwrap();
+    match f.registry.register(bender, &Caller::Unchecked).await {
+        Err(RegistryError::Conflict { message, .. }) => assert!(
+            message.contains("registered through the native API; a bender registration"),
+            "{message}"
+        ),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let kept = f
+        .registry
+        .instance(&name("web"), &id("10.0.0.7:80"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.instance.spec, native);
+    let renewed = f
+        .registry
+        .register(native, &Caller::Unchecked)
+        .await
+        .unwrap();
+    assert_eq!(renewed.outcome, RegistrationOutcome::Renewed);
+}

@@ -116,6 +116,52 @@ async fn leases_get_a_full_ttl_after_restart_then_expire_with_events() {
     store.close().await.unwrap();
 }
 
+/// A key whose lease record is missing at open (a damaged or hand-edited file) gets its lease
+/// back for a grace period and then expires with its event, instead of living for ever
+/// (defect M16).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_whose_lease_record_is_gone_expires_after_a_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::default();
+    let store = EmbeddedStore::open(options(dir.path(), &clock))
+        .await
+        .unwrap();
+    let lease = store.lease_grant(Duration::from_secs(10)).await.unwrap();
+    put(&store, "/o/k", "v", Some(lease.id)).await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    {
+        let leases: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("leases");
+        let db = redb::Database::open(dir.path().join("berth.redb")).unwrap();
+        let write = db.begin_write().unwrap();
+        write
+            .open_table(leases)
+            .unwrap()
+            .remove(lease.id.0 as u64)
+            .unwrap()
+            .expect("the lease record was there");
+        write.commit().unwrap();
+    }
+
+    let store = EmbeddedStore::open(options(dir.path(), &clock))
+        .await
+        .unwrap();
+    let status = store.lease_time_to_live(lease.id).await.unwrap();
+    assert_eq!(status.remaining, Duration::from_secs(60));
+    assert_eq!(status.keys, vec![Bytes::from_static(b"/o/k")]);
+    assert!(store.lease_grant(Duration::from_secs(5)).await.unwrap().id > lease.id);
+    let mut watch = store.watch(Bytes::from_static(b"/o/"), None).await.unwrap();
+    clock.advance(Duration::from_millis(60_001));
+    let batch = tokio::time::timeout(WAIT, watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(batch.events[0].kind, EventKind::Delete);
+    assert!(get(&store, "/o/k").await.unwrap().is_none());
+    store.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_lease_cannot_be_renewed_or_take_keys_before_the_reaper_runs() {
     let dir = tempfile::tempdir().unwrap();

@@ -10,7 +10,7 @@
 mod conformance;
 
 use berth_store::etcd::EtcdStore;
-use berth_store::{EventKind, LeaseGrant, Store, WatchStream, get, put};
+use berth_store::{EventKind, LeaseGrant, Store, StoreError, WatchStream, get, put};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,4 +115,122 @@ async fn renewals_alternating_between_nodes_keep_a_lease_alive() {
         node.lease_keepalive(lease.id).await.unwrap();
         assert!(is_there(&first, "/d/busy").await, "gone in round {round}");
     }
+}
+
+/// A TCP relay to etcd that can be cut like a partition (open connections are dropped and new
+/// ones are accepted and then left hanging), or switched to another etcd.
+struct Relay {
+    address: std::net::SocketAddr,
+    target: Arc<std::sync::Mutex<String>>,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    relays: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(target: String) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let relays: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let target = Arc::new(std::sync::Mutex::new(target));
+        let (cut_seen, relays_kept, target_seen) = (cut.clone(), relays.clone(), target.clone());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if cut_seen.load(std::sync::atomic::Ordering::SeqCst) {
+                    held.push(inbound);
+                    continue;
+                }
+                let target = target_seen.lock().unwrap().clone();
+                relays_kept.lock().unwrap().push(tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                }));
+            }
+        });
+        Relay {
+            address,
+            target,
+            cut,
+            relays,
+        }
+    }
+
+    fn drop_connections(&self) {
+        for relay in self.relays.lock().unwrap().drain(..) {
+            relay.abort();
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.drop_connections();
+    }
+
+    fn switch_to(&self, target: String) {
+        *self.target.lock().unwrap() = target;
+        self.drop_connections();
+    }
+}
+
+/// An etcd that comes back at an older revision (restored from an older snapshot) is noticed
+/// by a watch: it ends with `FutureRevision` (the registry then reloads its views) instead of
+/// waiting for revisions that already meant something else (defect M8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_notices_a_store_that_went_back_in_revisions() {
+    let ahead = berth_testkit::EtcdServer::start();
+    let behind = berth_testkit::EtcdServer::start();
+    let relay = Relay::start(ahead.endpoint()).await;
+    let node = EtcdStore::connect(&[relay.address.to_string()], &Default::default())
+        .await
+        .unwrap();
+    for index in 0..20 {
+        put(&node, format!("/r/{index}"), "v", None).await.unwrap();
+    }
+    let mut watch = node.watch(Bytes::from_static(b"/r/"), None).await.unwrap();
+    put(&node, "/r/last", "v", None).await.unwrap();
+    let seen = watch.next().await.unwrap().unwrap().revision;
+
+    relay.switch_to(behind.endpoint());
+    let ended = tokio::time::timeout(Duration::from_secs(20), watch.next())
+        .await
+        .expect("the watch ends in time")
+        .expect("with an answer");
+    match ended {
+        Err(StoreError::FutureRevision { requested, current }) => {
+            assert_eq!(requested, seen.next());
+            assert!(current < seen, "{current} < {seen}");
+        }
+        other => panic!("expected FutureRevision, got {other:?}"),
+    }
+}
+
+/// With etcd out of reach, heartbeats fail together, after one bounded attempt to reopen the
+/// keepalive stream, not one after another (defect M2: N heartbeats took 5, 10, … 5·N s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_during_an_outage_fail_together_not_in_turn() {
+    let server = berth_testkit::EtcdServer::start();
+    let relay = Relay::start(server.endpoint()).await;
+    let node = EtcdStore::connect(&[relay.address.to_string()], &Default::default())
+        .await
+        .unwrap();
+    let mut leases = Vec::new();
+    for _ in 0..8 {
+        leases.push(node.lease_grant(Duration::from_secs(60)).await.unwrap().id);
+    }
+    node.lease_keepalive(leases[0]).await.unwrap();
+
+    relay.cut();
+    // The first heartbeat after the cut finds the stream gone (or unanswered) and fails.
+    assert!(node.lease_keepalive(leases[0]).await.is_err());
+    let started = Instant::now();
+    let answers =
+        futures::future::join_all(leases.iter().map(|id| node.lease_keepalive(*id))).await;
+    let took = started.elapsed();
+    assert!(answers.iter().all(Result::is_err), "{answers:?}");
+    assert!(
+        took < Duration::from_secs(8),
+        "8 heartbeats took {took:?}: one reopen attempt is bounded by 5 s"
+    );
 }

@@ -13,7 +13,7 @@ use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_domain::catalog::{Backend, CatalogError, EntityName, Frontend, RawJson};
-use berth_domain::{Address, InstanceDefaults, InstanceDraft, InstanceId, ServiceName};
+use berth_domain::{Address, InstanceDefaults, InstanceDraft, InstanceId, Origin, ServiceName};
 use berth_registry::auth::Caller;
 use berth_registry::catalog::{RoutingEntity, extras_as_json};
 use berth_registry::{Consistency, LiveInstance, RegistryError};
@@ -226,6 +226,7 @@ async fn register(
         port: Some(i64::from(port)),
         ttl_ms: Some(defaults.ttl.as_millis() as i64),
         version: Some(version),
+        origin: Origin::Bender,
         ..InstanceDraft::default()
     }
     .validate(service.as_str(), Some(id.as_str()), &defaults)

@@ -13,7 +13,8 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_domain::{
-    Address, Instance, InstanceDefaults, InstanceDraft, InstanceId, InstanceSpec, ServiceName,
+    Address, Instance, InstanceDefaults, InstanceDraft, InstanceId, InstanceSpec, Origin,
+    ServiceName,
 };
 use berth_registry::auth::Caller;
 use berth_registry::{InstanceRef, LiveInstance, RegistryError};
@@ -29,6 +30,10 @@ pub struct Config {
     pub host_ttl: Duration,
     /// lyft's `APPLICATION_ENV`, echoed as `env`.
     pub env: String,
+    /// Peers whose `X-Forwarded-For` names the client for `auto_ip` (the proxies in front of
+    /// berth). From anyone else the header is ignored: it would let a client register any
+    /// address as its own.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Default for Config {
@@ -36,6 +41,7 @@ impl Default for Config {
         Config {
             host_ttl: Duration::from_secs(600),
             env: "development".into(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -142,6 +148,10 @@ impl From<RegistryError> for LyftError {
                 LyftError::Denied(StatusCode::UNAUTHORIZED, message)
             }
             RegistryError::Forbidden(message) => LyftError::Denied(StatusCode::FORBIDDEN, message),
+            // A host registered through another API: retrying cannot help, so never a 503.
+            RegistryError::Conflict { message, .. } => {
+                LyftError::Denied(StatusCode::CONFLICT, message)
+            }
             other => LyftError::Unavailable(other.to_string()),
         }
     }
@@ -271,9 +281,15 @@ async fn get_repo(
     Ok(json_answer(state.cache.keep(key, freshness, body)))
 }
 
-/// The address `auto_ip` stands for: behind one proxy, the last `X-Forwarded-For` entry, else
-/// the peer. lyft accepted only 192.168.0.0/16 there.
-fn auto_ip(request: &Request) -> Option<IpAddr> {
+/// The address `auto_ip` stands for: the peer, or, when the peer is one of the trusted proxies,
+/// the last `X-Forwarded-For` entry (the one that proxy added). lyft accepted only
+/// 192.168.0.0/16 there.
+fn auto_ip(request: &Request, trusted_proxies: &[IpAddr]) -> Option<IpAddr> {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()?
+        .0
+        .ip();
     let forwarded = request
         .headers()
         .get("x-forwarded-for")
@@ -282,12 +298,8 @@ fn auto_ip(request: &Request) -> Option<IpAddr> {
         .map(str::trim)
         .filter(|v| !v.is_empty());
     let ip = match forwarded {
-        Some(text) => text.parse::<IpAddr>().ok()?,
-        None => request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()?
-            .0
-            .ip(),
+        Some(text) if trusted_proxies.contains(&peer) => text.parse::<IpAddr>().ok()?,
+        _ => peer,
     };
     match ip {
         IpAddr::V4(v4) if v4.octets()[..2] == [192, 168] => Some(ip),
@@ -419,7 +431,7 @@ async fn register(
     ApiPath(service): ApiPath<String>,
     request: Request,
 ) -> LyftResult<Response> {
-    let auto = auto_ip(&request);
+    let auto = auto_ip(&request, &state.compat.lyft.trusted_proxies);
     let fields = read_fields(request).await.map_err(LyftError::unreadable)?;
     let ip = match fields.text("ip").filter(|ip| !ip.is_empty()) {
         Some(ip) => ip.parse::<IpAddr>().map_err(|_| LyftError::Invalid)?,
@@ -464,6 +476,7 @@ async fn register(
                 draft.revision = Some(revision.clone());
                 draft.repo = Some(repo.clone());
                 draft.ttl_ms = Some(defaults.ttl.as_millis() as i64);
+                draft.origin = Origin::Lyft;
                 tags.merge_into(&mut draft);
                 Ok(draft.validate(service_name.as_str(), Some(id.as_str()), &defaults)?)
             },

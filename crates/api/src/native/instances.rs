@@ -97,6 +97,7 @@ impl InstanceBody {
             canary: self.canary,
             tags: self.tags,
             meta: self.meta,
+            origin: berth_domain::Origin::Native,
         })
     }
 }

@@ -301,9 +301,38 @@ async fn invalid_registrations_get_legacy_400_bodies_and_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auto_ip_uses_the_last_forwarded_address_in_192_168() {
+async fn auto_ip_uses_the_last_forwarded_address_in_192_168_from_a_trusted_proxy() {
+    let fields = [
+        ("auto_ip", "true"),
+        ("port", "80"),
+        ("revision", "r"),
+        ("tags", TAGS),
+    ];
+    // Nobody configured as a proxy: the header is ignored and the peer (127.0.0.1, outside
+    // 192.168.0.0/16) is what auto_ip stands for.
+    let (_keep_open, open_dir) = data_dir();
+    let untrusting = lyft_berth(&open_dir, "600");
+    assert_eq!(
+        register(
+            &untrusting,
+            "auto",
+            &fields,
+            &[("x-forwarded-for", "192.168.1.5")]
+        )
+        .await,
+        (400, json!({}))
+    );
+    assert!(hosts(&untrusting, "auto").await.is_empty());
+
     let (_keep, dir) = data_dir();
-    let berth = lyft_berth(&dir, "600");
+    let berth = Berth::embedded_with_env(
+        &dir,
+        &[],
+        &[
+            ("APPLICATION_ENV", "production"),
+            ("BERTH_COMPAT_LYFT_TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    );
     let fields = [
         ("auto_ip", "true"),
         ("port", "80"),
@@ -680,4 +709,40 @@ async fn hosts_expire_after_host_ttl_never_stale_and_everywhere_visible() {
     )
     .await;
     assert!(hosts(&berth, "exp").await.is_empty());
+}
+
+/// A host registered through the native API is not taken over by a lyft POST for the same
+/// `ip:port` (its TTL and tags would be replaced): 409 in lyft's error shape, and the native
+/// registration stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lyft_post_does_not_change_a_native_registration() {
+    let (_keep, dir) = data_dir();
+    let berth = lyft_berth(&dir, "600");
+    let native = berth_client::Registration {
+        address: "10.9.9.9".into(),
+        port: 8080,
+        ttl_ms: Some(30_000),
+        tags: vec!["blue".into()],
+        ..Default::default()
+    };
+    berth.client().register("shared", &native).await.unwrap();
+    let fields = [
+        ("ip", "10.9.9.9"),
+        ("port", "8080"),
+        ("revision", "r"),
+        ("tags", TAGS),
+    ];
+    let (status, body) = register(&berth, "shared", &fields, &[]).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("registered through the native API"),
+        "{body}"
+    );
+    let kept = berth.client().instances("shared", &[]).await.unwrap();
+    assert_eq!(kept.instances.len(), 1);
+    assert_eq!(kept.instances[0].ttl_ms, 30_000);
+    assert_eq!(kept.instances[0].tags, vec!["blue".to_string()]);
 }

@@ -16,6 +16,7 @@ mod compat_flow;
 mod compat_lyft;
 mod dns;
 mod fake_docker;
+mod first_contact;
 mod hostile;
 mod instances;
 mod metrics;

@@ -81,3 +81,69 @@ async fn promtool_finds_no_problem_in_a_scrape() {
         "promtool: {said}"
     );
 }
+
+/// The Grafana dashboard in docs/ asks only for metrics berth exports (docs/metrics.md lists
+/// them), and every expression is PromQL that Prometheus's own parser takes (`promtool check
+/// rules` on the expressions as recording rules).
+#[test]
+fn the_grafana_dashboard_queries_metrics_berth_exports() {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(docs.join("grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let listed = std::fs::read_to_string(docs.join("metrics.md")).unwrap();
+    let mut expressions = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            expressions.push(target["expr"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(expressions.len() >= 10, "{expressions:?}");
+    for expression in &expressions {
+        let mut rest = expression.as_str();
+        while let Some(at) = rest.find("berth_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            let metric = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name);
+            assert!(
+                listed.contains(&format!("`{metric}`")),
+                "the dashboard asks for {metric}, which docs/metrics.md does not list"
+            );
+        }
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let rules: String = expressions
+        .iter()
+        .enumerate()
+        .map(|(index, expression)| {
+            format!(
+                "      - record: dashboard:panel_{index}\n        expr: {}\n",
+                serde_json::to_string(expression).unwrap()
+            )
+        })
+        .collect();
+    let rules_file = scratch.path().join("dashboard-rules.yaml");
+    std::fs::write(
+        &rules_file,
+        format!("groups:\n  - name: dashboard\n    rules:\n{rules}"),
+    )
+    .unwrap();
+    let output = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules_file)
+        .output()
+        .expect("promtool runs");
+    assert!(
+        output.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

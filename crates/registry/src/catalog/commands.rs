@@ -292,6 +292,28 @@ impl Registry {
         .await
     }
 
+    /// Whether the deletion mark on `kind` (written at `revision`) was left by a deletion that
+    /// never finished: this node has seen it for longer than [`STALE_DELETE_MARK`]. Judged by
+    /// when this node first saw the mark, on its own clock, not by the writer's timestamp: a
+    /// node whose clock runs ahead would otherwise block the kind for as long (defect M19).
+    /// One entry per kind ever marked here, replaced by its next mark: bounded by the kinds.
+    fn delete_mark_is_stale(&self, kind: &KindName, revision: Revision) -> bool {
+        let now = self.now();
+        let mut seen = self
+            .inner
+            .delete_marks_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let first_seen = match seen.get(kind) {
+            Some((at, first_seen)) if *at == revision => *first_seen,
+            _ => {
+                seen.insert(kind.clone(), (revision, now));
+                now
+            }
+        };
+        now.millis() >= first_seen.millis() + STALE_DELETE_MARK.as_millis() as u64
+    }
+
     /// Deletes a kind no application uses.
     ///
     /// Allocations compare the kind's revision without writing it, so that allocations of one
@@ -588,9 +610,8 @@ impl Registry {
             .kinds
             .get(kind)
             .ok_or_else(|| catalog(CatalogError::KindNotFound(kind.clone())))?;
-        let now = self.now();
         match stored.value.deleting_since {
-            Some(since) if now.millis() < since.millis() + STALE_DELETE_MARK.as_millis() as u64 => {
+            Some(_) if !self.delete_mark_is_stale(kind, stored.revision) => {
                 return Err(RegistryError::conflict(format!(
                     "kind {kind} is being deleted"
                 )));

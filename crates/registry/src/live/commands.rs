@@ -131,6 +131,19 @@ impl Registry {
                     "a registration cannot move an instance to another service or id",
                 ));
             }
+            if let Some(stored) = &stored
+                && stored.instance.spec.origin() != spec.origin()
+            {
+                let (was, now) = (stored.instance.spec.origin(), spec.origin());
+                return Err(RegistryError::conflict(format!(
+                    "instance {id} of {service} was registered through the {} API; a {} \
+                     registration cannot change it (deregister it first, or keep registering it \
+                     through the {} API)",
+                    was.as_str(),
+                    now.as_str(),
+                    was.as_str()
+                )));
+            }
             let now = self.now();
             let attempt = match (&current, stored) {
                 (None, _) => {

@@ -4,7 +4,7 @@
 
 use crate::keys;
 use berth_domain::auth::Owner;
-use berth_domain::{Instance, InstanceDefaults, InstanceDraft, Timestamp};
+use berth_domain::{Instance, InstanceDefaults, InstanceDraft, Origin, Timestamp};
 use berth_store::{KeyValue, LeaseId, Revision};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -39,6 +39,9 @@ struct InstanceRecord {
     /// The team that owns the instance (see `berth_domain::auth`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     owner: Option<String>,
+    /// The API it was registered through; absent for the native API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    origin: Option<String>,
 }
 
 /// An instance as read back from the store, with the store's bookkeeping.
@@ -70,6 +73,7 @@ pub fn encode_instance(instance: &Instance, lease_ttl: Duration) -> Vec<u8> {
         meta: spec.meta().clone(),
         registered_at_ms: instance.registered_at.millis(),
         owner: instance.owner.as_ref().map(|o| o.to_string()),
+        origin: (spec.origin() != Origin::Native).then(|| spec.origin().as_str().to_string()),
     };
     serde_json::to_vec(&record).expect("an instance record always serializes")
 }
@@ -98,6 +102,12 @@ pub fn decode_instance(kv: &KeyValue) -> Result<StoredInstance, String> {
         canary: Some(record.canary),
         tags: record.tags,
         meta: record.meta,
+        origin: match record.origin.as_deref() {
+            None => Origin::Native,
+            Some(text) => Origin::parse(text).ok_or_else(|| {
+                format!("instance record {service}/{id}: unknown origin {text:?}")
+            })?,
+        },
     };
     // Records are checked against the widest bounds any surface writes with.
     let bounds = InstanceDefaults {

@@ -224,6 +224,10 @@ impl InstanceView {
                     state.invalidate_snapshot();
                     state.index = revision;
                 }
+                let size = services
+                    .get(service)
+                    .map_or(0, |state| state.instances.len());
+                record_service_size(service, size);
             }
         }
         metrics::gauge!("berth_instances").set(self.instance_count() as f64);
@@ -270,6 +274,7 @@ impl InstanceView {
                     .fetch_add(state.instances.len(), Ordering::Relaxed);
                 state.invalidate_snapshot();
                 state.index = revision;
+                record_service_size(&state.name, state.instances.len());
             }
         }
         metrics::gauge!("berth_instances").set(self.instance_count() as f64);
@@ -344,4 +349,10 @@ impl InstanceView {
             .get(service)
             .map_or(0, |state| state.instances.len())
     }
+}
+
+/// The live instances of one service, for dashboards. A service that empties stays at 0 rather
+/// than vanishing: its name was registered, so the series are bounded by the instance caps.
+fn record_service_size(service: &ServiceName, size: usize) {
+    metrics::gauge!("berth_service_instances", "service" => service.to_string()).set(size as f64);
 }

@@ -39,6 +39,8 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("leases");
+/// How long a key whose lease record is missing at open lives unless its lease is renewed.
+const ORPHAN_GRACE: Duration = Duration::from_secs(60);
 
 const META_FORMAT: &str = "format_version";
 const META_REVISION: &str = "revision";
@@ -608,7 +610,7 @@ fn open_files(options: &EmbeddedOptions) -> Result<(Shared, committer::State), O
     };
 
     let write = db.begin_write().map_err(|e| redb_failure(&path, e))?;
-    let state;
+    let mut state;
     let lease_records;
     {
         let mut meta = write.open_table(META).map_err(|e| redb_failure(&path, e))?;
@@ -687,7 +689,7 @@ fn open_files(options: &EmbeddedOptions) -> Result<(Shared, committer::State), O
     }
     let read = db.begin_read().map_err(|e| redb_failure(&path, e))?;
     let kv = read.open_table(KV).map_err(|e| redb_failure(&path, e))?;
-    let mut orphans = 0usize;
+    let mut orphans: BTreeMap<LeaseId, Vec<Bytes>> = BTreeMap::new();
     for entry in kv.iter().map_err(|e| redb_failure(&path, e))? {
         let (key, value) = entry.map_err(|e| redb_failure(&path, e))?;
         let record =
@@ -696,9 +698,21 @@ fn open_files(options: &EmbeddedOptions) -> Result<(Shared, committer::State), O
             if table.get(lease).is_some() {
                 table.attach(lease, record.key);
             } else {
-                orphans += 1;
+                orphans.entry(lease).or_default().push(record.key);
             }
         }
+    }
+    // A key whose lease record is gone (not something berth writes; a damaged or hand-edited
+    // file) would otherwise never expire (defect M16). Its lease comes back for a grace
+    // period: renewed, it lives on; not, it expires through the normal path, with its events.
+    let orphan_keys: usize = orphans.values().map(Vec::len).sum();
+    for (lease, keys) in &orphans {
+        table.insert(*lease, ORPHAN_GRACE, now);
+        for key in keys {
+            table.attach(*lease, key.clone());
+        }
+        // Never hand this id out again.
+        state.next_lease_id = state.next_lease_id.max(lease.0 + 1);
     }
     drop(kv);
     drop(read);
@@ -709,10 +723,13 @@ fn open_files(options: &EmbeddedOptions) -> Result<(Shared, committer::State), O
             "restored leases; each has a full TTL from now to be renewed"
         );
     }
-    if orphans > 0 {
+    if orphan_keys > 0 {
         tracing::warn!(
-            keys = orphans,
-            "keys refer to leases that no longer exist; they are kept as they are"
+            keys = orphan_keys,
+            leases = orphans.len(),
+            grace_s = ORPHAN_GRACE.as_secs(),
+            "keys refer to leases whose records are missing; the leases are restored for a grace \
+             period and expire unless renewed"
         );
     }
     metrics::gauge!("berth_store_leases").set(table.len() as f64);

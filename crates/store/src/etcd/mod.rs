@@ -484,6 +484,24 @@ async fn run_watch(
                 Ok(None) | Err(_) => break,
             };
             backoff = Duration::from_millis(100);
+            // Everything before `next` was delivered, so the store is at least at `next - 1`
+            // unless it went back (etcd restored from an older snapshot): watching on would
+            // wait for revisions that already meant something else (defect M8).
+            // (A cancelled watch's header carries no revision: it is handled below.)
+            let current = response
+                .header()
+                .map(|h| h.revision())
+                .filter(|revision| *revision > 0 && !response.canceled())
+                .unwrap_or(next.0 - 1);
+            if current < next.0 - 1 {
+                let _ = sender
+                    .send(Err(StoreError::FutureRevision {
+                        requested: next,
+                        current: Revision(current),
+                    }))
+                    .await;
+                return;
+            }
             if response.canceled() {
                 let error = if response.compact_revision() > 0 {
                     StoreError::Compacted {
@@ -553,9 +571,21 @@ type Waiters = Arc<Mutex<HashMap<i64, VecDeque<oneshot::Sender<Result<Duration>>
 /// is one message on an open stream, not a new RPC. Answers come back in order per lease.
 #[derive(Default)]
 struct KeepaliveMux {
-    connection: tokio::sync::Mutex<Option<KeepaliveConnection>>,
+    connection: tokio::sync::Mutex<MuxState>,
     closed: AtomicBool,
 }
+
+#[derive(Default)]
+struct MuxState {
+    open: Option<KeepaliveConnection>,
+    /// The last failed attempt to open the stream: callers that queued behind it fail at once
+    /// with its error instead of each trying again in turn (defect M2: during an outage, N
+    /// heartbeats failed after 5, 10, … 5·N seconds).
+    failed: Option<(tokio::time::Instant, StoreError)>,
+}
+
+/// How long a failed open of the keepalive stream answers for the callers after it.
+const REOPEN_BACKOFF: Duration = Duration::from_secs(1);
 
 struct KeepaliveConnection {
     keeper: etcd::LeaseKeeper,
@@ -568,17 +598,40 @@ impl KeepaliveMux {
     async fn keepalive(&self, client: &etcd::Client, id: LeaseId) -> Result<Duration> {
         let (answer, answered) = oneshot::channel();
         let mut keeper = {
-            let mut connection = self.connection.lock().await;
-            let usable = connection
+            let mut state = self.connection.lock().await;
+            let usable = state
+                .open
                 .as_ref()
                 .is_some_and(|c| c.alive.load(Ordering::Acquire));
             if !usable {
                 if self.closed.load(Ordering::Acquire) {
                     return Err(StoreError::Closed);
                 }
-                *connection = Some(open_keepalive_stream(client).await?);
+                if let Some((at, error)) = &state.failed
+                    && at.elapsed() < REOPEN_BACKOFF
+                {
+                    return Err(error.clone());
+                }
+                // One bound for the whole open, not one per call in it.
+                let opened = tokio::time::timeout(CALL_TIMEOUT, open_keepalive_stream(client))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(StoreError::Unavailable(
+                            "etcd did not open a keepalive stream in time".into(),
+                        ))
+                    });
+                match opened {
+                    Ok(connection) => {
+                        state.open = Some(connection);
+                        state.failed = None;
+                    }
+                    Err(error) => {
+                        state.failed = Some((tokio::time::Instant::now(), error.clone()));
+                        return Err(error);
+                    }
+                }
             }
-            let Some(connection) = connection.as_ref() else {
+            let Some(connection) = state.open.as_ref() else {
                 return Err(StoreError::Closed);
             };
             lock_waiters(&connection.waiters)
@@ -604,8 +657,8 @@ impl KeepaliveMux {
 
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        if let Ok(mut connection) = self.connection.try_lock()
-            && let Some(connection) = connection.take()
+        if let Ok(mut state) = self.connection.try_lock()
+            && let Some(connection) = state.open.take()
         {
             connection.reader.abort();
         }
@@ -624,7 +677,10 @@ async fn open_keepalive_stream(client: &etcd::Client) -> Result<KeepaliveConnect
     let mut lease = client.lease_client();
     let anchor = call(lease.grant(60, None)).await?.id();
     let (keeper, mut responses) = call(lease.keep_alive(anchor)).await?;
-    let _ = call(lease.revoke(anchor)).await;
+    // The anchor's revoke need not hold up the heartbeat that opened the stream.
+    tokio::spawn(async move {
+        let _ = call(lease.revoke(anchor)).await;
+    });
     let waiters: Waiters = Arc::default();
     let alive = Arc::new(AtomicBool::new(true));
     let reader = {
