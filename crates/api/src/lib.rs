@@ -45,7 +45,12 @@ pub struct SharedState {
     pub browsers: Arc<BrowserGuard>,
     cache: cache::ResponseCache,
     heavy: heavy::HeavySlots,
+    /// The xDS surface's report of its streams (`GET /v1/xds/clients`), when xDS is on.
+    xds_clients: Option<XdsClientsReport>,
 }
+
+/// Reports the connected xDS streams as JSON.
+pub type XdsClientsReport = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 impl std::ops::Deref for ApiState {
     type Target = SharedState;
@@ -74,7 +79,16 @@ impl ApiState {
             browsers: Arc::new(browsers),
             cache: cache::ResponseCache::default(),
             heavy: heavy::HeavySlots::new(heavy),
+            xds_clients: None,
         }))
+    }
+
+    /// Serves `GET /v1/xds/clients` from `report` (before the state is shared).
+    pub fn with_xds_clients(mut self, report: XdsClientsReport) -> Self {
+        Arc::get_mut(&mut self.0)
+            .expect("the xDS report is set before the state is shared")
+            .xds_clients = Some(report);
+        self
     }
 }
 
@@ -224,6 +238,13 @@ fn routes() -> Routes {
         "/v1/instances",
         ReadAll,
         instances::find_instances,
+    )
+    .add(
+        Native,
+        Method::GET,
+        "/v1/xds/clients",
+        ReadAll,
+        ops::xds_clients,
     )
     .add(
         Native,

@@ -39,6 +39,14 @@ pub async fn health(State(state): State<ApiState>) -> Response {
     }
 }
 
+/// `GET /v1/xds/clients`: every connected xDS stream; 404 when xDS is off.
+pub async fn xds_clients(State(state): State<ApiState>) -> Response {
+    match &state.xds_clients {
+        Some(report) => axum::Json(report()).into_response(),
+        None => crate::error::ApiError::not_found("xDS is off (--xds-listen off)").into_response(),
+    }
+}
+
 /// The Prometheus text exposition.
 pub async fn metrics(State(state): State<ApiState>) -> Response {
     let body = state

@@ -126,13 +126,14 @@ async fn doors(berth: &Path, seconds: u64) -> anyhow::Result<()> {
         &format!(
             "{pick}wrk.headers[\"Content-Type\"] = \"application/x-www-form-urlencoded\"\n\
              request = function()\n  local service, address = pick()\n  \
-             local body = \"ip=\" .. address .. \"&port=8000&revision=r1&tags=%7B%22az%22%3A%22a%22%2C%22region%22%3A%22r%22%2C%22instance_id%22%3A%22i%22%7D\"\n  \
+             local body = \"ip=\" .. address .. \"&port=8001&revision=r1&tags=%7B%22az%22%3A%22a%22%2C%22region%22%3A%22r%22%2C%22instance_id%22%3A%22i%22%7D\"\n  \
              return wrk.format(\"POST\", \"/v1/registration/svc-\" .. service, nil, body)\nend\n"
         ),
     )?;
     let heartbeats = run("", Some(&heartbeat))?;
     let bender_renewals = run("", Some(&bender_renew))?;
-    // The first pass turns bender's hosts into lyft's (revision, TTL): updates, then renewals.
+    // lyft's hosts are its own (port 8001: one API cannot change another's registration): the
+    // first pass registers them, every later one renews.
     let lyft_renewals = run("", Some(&lyft_renew))?;
     figure(
         "native heartbeats",

@@ -14,6 +14,7 @@ mod hostile;
 mod http;
 mod report;
 mod store;
+mod xds;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -86,6 +87,19 @@ enum Command {
         #[arg(long, default_value_t = 2_000_000)]
         queries: u64,
     },
+    /// xDS: a registration reaching 1,000 ADS streams (100,000 instances), memory per stream,
+    /// CPU per change, and a real Envoy applying changes
+    Xds {
+        /// The berth binary to run (build it with `cargo build --release`)
+        #[arg(long, default_value = "target/release/berth")]
+        berth: PathBuf,
+        #[arg(long, default_value_t = 1_000)]
+        streams: usize,
+        #[arg(long, default_value_t = 100_000)]
+        instances: usize,
+        #[arg(long, default_value_t = 100)]
+        changes: usize,
+    },
     /// The HTTP API with wrk, memory per instance, offline-event lateness
     Http {
         /// The berth binary to run (build it with `cargo build --release`)
@@ -112,5 +126,11 @@ async fn main() -> anyhow::Result<()> {
         } => hostile::run(&berth, seconds, queries).await,
         Command::Catalog { berth } => catalog::run(&berth).await,
         Command::Agent { berth } => agent::run(&berth).await,
+        Command::Xds {
+            berth,
+            streams,
+            instances,
+            changes,
+        } => xds::run(&berth, streams, instances, changes).await,
     }
 }

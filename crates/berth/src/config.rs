@@ -57,6 +57,8 @@ pub struct ServeConfig {
     pub heavy: HeavyLimits,
     pub caps: Caps,
     pub journal: JournalRetention,
+    /// Where xDS is served (`None`: off).
+    pub xds_listen: Option<String>,
     /// Where DNS is answered (`None`: off) and how.
     pub dns_listen: Option<String>,
     pub dns: berth_dns::DnsConfig,
@@ -381,6 +383,25 @@ pub fn resolve(args: &ServeArgs, env: &BTreeMap<String, String>) -> anyhow::Resu
             .parse("a number of entries")?,
         max_age: (!journal_max_age.is_zero()).then_some(journal_max_age),
     };
+    let xds_listen = match values.required("xds.listen").text.trim() {
+        "off" | "" => None,
+        address => {
+            let ip = address
+                .parse::<std::net::SocketAddr>()
+                .map_err(|_| {
+                    anyhow::anyhow!("xds.listen: {address:?} is not an IP address and port")
+                })?
+                .ip();
+            if !auth_enabled && !ip.is_loopback() && !allow_unauthenticated {
+                bail!(
+                    "xds.listen: {address} is reachable from the network, and auth is off: \
+                     anyone who reaches it could read every instance. Turn auth on (--auth), \
+                     or accept the risk with --allow-unauthenticated"
+                );
+            }
+            Some(address.to_string())
+        }
+    };
     let dns_listen = match values.required("dns.listen").text.trim() {
         "off" | "" => None,
         address => Some(address.to_string()),
@@ -432,6 +453,7 @@ pub fn resolve(args: &ServeArgs, env: &BTreeMap<String, String>) -> anyhow::Resu
         heavy,
         caps,
         journal,
+        xds_listen,
         dns_listen,
         dns,
     })

@@ -10,6 +10,7 @@ mod ops_cli;
 mod progress;
 mod serve;
 mod token_cli;
+mod xds_cli;
 
 use berth::{config, settings};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -162,6 +163,11 @@ enum Command {
     Completions(ops_cli::CompletionsArgs),
     /// Print the man page (roff), or write one page per command with --dir
     Man(ops_cli::ManArgs),
+    /// xDS for Envoy and proxyless gRPC: print a bootstrap pointing at this berth
+    Xds {
+        #[command(subcommand)]
+        command: xds_cli::XdsCommand,
+    },
 }
 
 impl Command {
@@ -183,7 +189,11 @@ impl Command {
             | Command::Token { client, .. }
             | Command::Frontends { client, .. }
             | Command::Status { client } => client,
-            Command::Serve(_) | Command::Agent(_) | Command::Completions(_) | Command::Man(_) => {
+            Command::Serve(_)
+            | Command::Agent(_)
+            | Command::Completions(_)
+            | Command::Man(_)
+            | Command::Xds { .. } => {
                 return None;
             }
         };
@@ -218,12 +228,21 @@ fn main() -> ExitCode {
     // no throughput lost). A registry holds many small things, so berth does without.
     let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = Cli::parse();
-    match &cli.command {
-        Command::Completions(args) => {
+    match cli.command {
+        Command::Xds { command } => {
+            return match xds_cli::xds(command) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("berth: error: {error:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Command::Completions(ref args) => {
             ops_cli::completions(Cli::command(), args);
             return ExitCode::SUCCESS;
         }
-        Command::Man(args) => {
+        Command::Man(ref args) => {
             return match ops_cli::man(Cli::command(), args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
@@ -281,7 +300,8 @@ fn main() -> ExitCode {
                     Command::Serve(_)
                     | Command::Agent(_)
                     | Command::Completions(_)
-                    | Command::Man(_) => unreachable!("handled above"),
+                    | Command::Man(_)
+                    | Command::Xds { .. } => unreachable!("handled above"),
                     Command::Register { client, args } => cli::register(&client, args).await,
                     Command::Deregister { client, args } => cli::deregister(&client, args).await,
                     Command::Services { client } => cli::services(&client).await,

@@ -105,6 +105,30 @@ pub const METRICS: &[Metric] = &[
         "Live instances in this node's view",
     ),
     metric(
+        "berth_xds_streams",
+        Gauge,
+        None,
+        "Open xDS streams (ADS, state of the world and delta)",
+    ),
+    metric(
+        "berth_xds_responses_total",
+        Counter,
+        None,
+        "xDS responses sent, by type (cds, eds, lds, rds)",
+    ),
+    metric(
+        "berth_xds_nacks_total",
+        Counter,
+        None,
+        "xDS responses a client rejected, by type; a rejected response is not sent again",
+    ),
+    metric(
+        "berth_xds_snapshots_total",
+        Counter,
+        None,
+        "xDS resource snapshots built from the live feed (one per coalesced change)",
+    ),
+    metric(
         "berth_service_instances",
         Gauge,
         None,
@@ -323,7 +347,7 @@ mod tests {
     fn every_recorded_metric_is_described() {
         let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut files = Vec::new();
-        for krate in ["api", "dns", "registry", "store", "agent", "berth"] {
+        for krate in ["api", "dns", "xds", "registry", "store", "agent", "berth"] {
             rust_files(&crates.join(krate).join("src"), &mut files);
         }
         let mut recorded = std::collections::BTreeSet::new();

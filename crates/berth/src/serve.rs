@@ -185,7 +185,7 @@ pub async fn run(config: ServeConfig, unknown_env: Vec<String>) -> anyhow::Resul
             "lyft's CACHE_TTL is accepted and not needed: berth never serves a stale read"
         );
     }
-    let state = ApiState::new(
+    let mut state = ApiState::new(
         registry.clone(),
         shutdown.clone(),
         Some(metrics),
@@ -195,6 +195,18 @@ pub async fn run(config: ServeConfig, unknown_env: Vec<String>) -> anyhow::Resul
         config.heavy,
     );
     let mut surfaces = Vec::new();
+    if let Some(address) = &config.xds_listen {
+        let listener = bind("xds", address).await?;
+        let xds = berth_xds::Xds::new(registry.clone(), berth_xds::Coalescing::default());
+        let clients = xds.clients();
+        state = state.with_xds_clients(Arc::new(move || clients.report()));
+        let shutdown = shutdown.clone();
+        surfaces.push(Surface {
+            name: "xds",
+            address: listener.local_addr()?,
+            serve: Box::pin(xds.serve(listener, async move { shutdown.cancelled().await })),
+        });
+    }
     // DNS first: its `listening` line comes before HTTP's, which tests wait for.
     if let Some(address) = &config.dns_listen {
         let (udp, tcp) = bind_dns(address).await?;

@@ -86,6 +86,19 @@ pub const SETTINGS: &[Setting] = &[
         legacy_env: None,
     },
     Setting {
+        key: "xds.listen",
+        in_file: true,
+        flag: "xds-listen",
+        env: "BERTH_XDS_LISTEN",
+        value_name: "ADDR",
+        shape: Shape::Value,
+        default: || berth_xds::DEFAULT_LISTEN.into(),
+        help: "Address to serve xDS (ADS over gRPC) on for Envoy and proxyless gRPC (port 0 \
+               picks a free port; `off` turns xDS off). A non-loopback address needs auth, as \
+               the HTTP listener does",
+        legacy_env: None,
+    },
+    Setting {
         key: "dns.listen",
         in_file: true,
         flag: "dns-listen",

@@ -398,6 +398,9 @@ impl BerthServer {
         if !args.iter().any(|a| a.starts_with("--dns-listen")) {
             full.push("--dns-listen=127.0.0.1:0".into());
         }
+        if !args.iter().any(|a| a.starts_with("--xds-listen")) {
+            full.push("--xds-listen=127.0.0.1:0".into());
+        }
         full.extend_from_slice(args);
         let (process, log, address) = spawn_logged(&full, env, |event| {
             (event["message"] == "listening" && event["surface"] == "http")

@@ -15,12 +15,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("registry", &["domain", "store"]),
     ("api", &["domain", "registry"]),
     ("dns", &["domain", "registry"]),
+    ("xds", &["domain", "registry"]),
     ("client", &[]),
     ("agent", &["client", "domain"]),
     (
         "berth",
         &[
-            "agent", "api", "client", "dns", "domain", "registry", "store",
+            "agent", "api", "client", "dns", "domain", "registry", "store", "xds",
         ],
     ),
     ("bench", &["client", "domain", "store", "testkit"]),

@@ -125,6 +125,7 @@ fn probes() -> Vec<Probe> {
             200,
         ),
         probe("GET", "/v1/instances", "/v1/instances", Empty, 200),
+        probe("GET", "/v1/xds/clients", "/v1/xds/clients", Empty, 200),
         probe(
             "GET",
             "/v1/sd/prometheus",

@@ -207,6 +207,7 @@ fn flags_win_over_environment_which_wins_over_the_file() {
         .args(["--log-format", "json"])
         .env("BERTH_STORE", "redis://from-the-environment:1")
         .env("BERTH_DNS_LISTEN", "127.0.0.1:0")
+        .env("BERTH_XDS_LISTEN", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut server = ChildGuard::spawn(&mut command).unwrap();

@@ -25,3 +25,4 @@ mod prometheus;
 mod schema;
 mod support;
 mod tls;
+mod xds;

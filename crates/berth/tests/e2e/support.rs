@@ -141,6 +141,7 @@ pub fn run_berth(args: &[&str]) -> (Option<i32>, String, String) {
     }
     // Servers run side by side: DNS on a free port, never the default one.
     command.env("BERTH_DNS_LISTEN", "127.0.0.1:0");
+    command.env("BERTH_XDS_LISTEN", "127.0.0.1:0");
     let output = command.output().expect("run berth");
     (
         output.status.code(),

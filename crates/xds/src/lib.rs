@@ -1,0 +1,328 @@
+//! xDS v3 for Envoy and proxyless gRPC: aggregated discovery (ADS), state of the world and
+//! incremental, over gRPC. Clusters, load assignments, API listeners and routes are made from
+//! the registry's live feed once per change (`snapshot.rs`) and shared by every stream
+//! (`sotw.rs`, `delta.rs`); a stream authenticates with the registry's one check
+//! (`authorization: Bearer …` metadata) and may only ask for services its token may read.
+
+mod clients;
+mod delta;
+pub mod resources;
+pub mod snapshot;
+mod sotw;
+
+pub use clients::Clients;
+pub use snapshot::Coalescing;
+
+use berth_domain::auth::Action;
+use berth_registry::Registry;
+use berth_registry::auth::{Caller, Credentials};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use resources::Kind;
+use snapshot::Snapshot;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+/// Where xDS is served unless configured.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7421";
+
+/// The largest message berth takes from or sends to a client (Kuma's value): a first delta
+/// request echoes every resource the client has.
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// Responses queued for one stream: a slow client holds up only its own stream.
+const STREAM_QUEUE: usize = 16;
+
+/// The most resource bytes one response carries where the protocol lets a push be split (SotW
+/// EDS and RDS, every delta response): a stream's encoder keeps a buffer as large as the
+/// largest message it sent, so small responses keep idle streams small.
+const RESPONSE_BYTES: usize = 8 * 1024;
+
+/// `items` in groups of at most [`RESPONSE_BYTES`] (by `size`), one item at least per group.
+pub(crate) fn in_responses<T>(items: Vec<T>, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut groups: Vec<Vec<T>> = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        let item_bytes = size(&item);
+        match groups.last_mut() {
+            Some(group) if bytes + item_bytes <= RESPONSE_BYTES => {
+                group.push(item);
+                bytes += item_bytes;
+            }
+            _ => {
+                groups.push(vec![item]);
+                bytes = item_bytes;
+            }
+        }
+    }
+    groups
+}
+
+/// What every stream shares.
+pub(crate) struct Shared {
+    registry: Registry,
+    resources: Arc<snapshot::Resources>,
+    clients: Arc<Clients>,
+    shutdown: CancellationToken,
+}
+
+impl Shared {
+    fn may_read(&self, caller: &Caller, service: &str) -> bool {
+        self.registry
+            .authorize(caller, &Action::ReadService(service))
+            .is_ok()
+    }
+}
+
+/// One stream of either protocol: who it is, its entry in [`Clients`], and per resource type
+/// the protocol's state.
+pub(crate) struct Stream<P> {
+    shared: Arc<Shared>,
+    caller: Caller,
+    entry: clients::ClientEntry,
+    types: HashMap<Kind, P>,
+    nonces: u64,
+    /// The client's locality, from its node: its zone first in load assignments.
+    locality: Option<resources::ClientLocality>,
+}
+
+impl<P> Stream<P> {
+    /// Takes the node a request names: shown in `/v1/xds/clients`, its locality used.
+    fn identify(&mut self, node: &envoy_types::pb::envoy::config::core::v3::Node) {
+        self.entry.identify(node);
+        self.locality = node
+            .locality
+            .as_ref()
+            .map(|locality| resources::ClientLocality {
+                region: locality.region.clone(),
+                zone: locality.zone.clone(),
+            });
+    }
+}
+
+/// What differs between state of the world and delta: a protocol's per-type state, how it
+/// takes a request, and what it answers for a type at a snapshot.
+pub(crate) trait Protocol: Default + Send + 'static {
+    type Request: Send + 'static;
+    type Response: Send + 'static;
+    /// As `/v1/xds/clients` shows it.
+    const NAME: &'static str;
+    /// Takes a request (its ACK or NACK and its subscription); the type to answer for, if any.
+    fn on_request(
+        stream: &mut Stream<Self>,
+        request: Self::Request,
+    ) -> Result<Option<Kind>, Status>;
+    /// What the stream needs sent for `kind` now.
+    fn respond(stream: &mut Stream<Self>, kind: Kind, snapshot: &Snapshot) -> Vec<Self::Response>;
+}
+
+/// Serves one stream until the client or the server ends it: answers each request, pushes
+/// each new snapshot in make-before-break order, and ends on shutdown or when the stream's
+/// token is revoked.
+async fn drive<P: Protocol>(
+    shared: Arc<Shared>,
+    caller: Caller,
+    mut requests: tonic::Streaming<P::Request>,
+    responses: mpsc::Sender<Answer<P::Response>>,
+) {
+    let mut snapshots = shared.resources.subscribe();
+    let mut stream: Stream<P> = Stream {
+        entry: shared.clients.open(P::NAME),
+        shared: shared.clone(),
+        caller,
+        types: HashMap::new(),
+        nonces: 0,
+        locality: None,
+    };
+    loop {
+        let (snapshot, kinds) = tokio::select! {
+            request = requests.message() => {
+                let request = match request {
+                    Ok(Some(request)) => request,
+                    Ok(None) | Err(_) => return,
+                };
+                match P::on_request(&mut stream, request) {
+                    Ok(Some(kind)) => (snapshots.borrow_and_update().clone(), vec![kind]),
+                    Ok(None) => continue,
+                    Err(status) => {
+                        let _ = responses.send(Box::new(Err(status))).await;
+                        return;
+                    }
+                }
+            }
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                (snapshots.borrow_and_update().clone(), Kind::ALL.to_vec())
+            }
+            () = shared.shutdown.cancelled() => return,
+            () = shared.registry.revoked(&stream.caller) => {
+                let _ = responses
+                    .send(Box::new(Err(Status::unauthenticated(
+                        "the stream's token was revoked",
+                    ))))
+                    .await;
+                return;
+            }
+        };
+        for kind in kinds {
+            for response in P::respond(&mut stream, kind, &snapshot) {
+                if responses.send(Box::new(Ok(response))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The service a resource of `kind` named `name` belongs to (a gRPC listener may carry a
+/// port: `S:50051`).
+pub(crate) fn service_of(kind: Kind, name: &str) -> &str {
+    match kind {
+        Kind::Listener => resources::service_of_target(name),
+        _ => name,
+    }
+}
+
+/// The xDS surface: its resources follow the registry from the moment it is made.
+pub struct Xds {
+    shared: Arc<Shared>,
+}
+
+impl Xds {
+    pub fn new(registry: Registry, coalescing: Coalescing) -> Xds {
+        let resources = snapshot::start(&registry, coalescing);
+        Xds {
+            shared: Arc::new(Shared {
+                registry,
+                resources,
+                clients: Arc::default(),
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// The connected streams (for `GET /v1/xds/clients`).
+    pub fn clients(&self) -> Arc<Clients> {
+        self.shared.clients.clone()
+    }
+
+    /// Serves ADS on `listener` until `shutdown` resolves; open streams end then too.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let streams_end = self.shared.shutdown.clone();
+        let service = AggregatedDiscoveryServiceServer::new(Server {
+            shared: self.shared,
+        })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                shutdown.await;
+                streams_end.cancel();
+            })
+            .await
+            .map_err(std::io::Error::other)
+    }
+}
+
+struct Server {
+    shared: Arc<Shared>,
+}
+
+/// A stream's queued answers, boxed: the queue's slots stay small (a `Status` is large), which
+/// keeps an idle stream small.
+type Answer<R> = Box<Result<R, Status>>;
+type Answers<R> =
+    futures::stream::Map<ReceiverStream<Answer<R>>, fn(Answer<R>) -> Result<R, Status>>;
+
+fn answers<R>(receiver: mpsc::Receiver<Answer<R>>) -> Answers<R> {
+    futures::StreamExt::map(ReceiverStream::new(receiver), |answer| *answer)
+}
+
+impl Server {
+    /// The one auth check: the stream's token (`authorization: Bearer …`), or none.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let secret = request
+            .metadata()
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim);
+        let credentials = match secret {
+            Some(secret) => Credentials::Secret(secret),
+            None => Credentials::None,
+        };
+        self.shared
+            .registry
+            .authenticate(credentials)
+            .await
+            .map_err(|error| Status::unauthenticated(error.to_string()))
+    }
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Server {
+    type StreamAggregatedResourcesStream = Answers<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = Answers<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<tonic::Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let caller = self.caller(&request).await?;
+        let (sender, receiver) = mpsc::channel(STREAM_QUEUE);
+        tokio::spawn(drive::<sotw::TypeState>(
+            self.shared.clone(),
+            caller,
+            request.into_inner(),
+            sender,
+        ));
+        Ok(Response::new(answers(receiver)))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<tonic::Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let caller = self.caller(&request).await?;
+        let (sender, receiver) = mpsc::channel(STREAM_QUEUE);
+        tokio::spawn(drive::<delta::TypeState>(
+            self.shared.clone(),
+            caller,
+            request.into_inner(),
+            sender,
+        ));
+        Ok(Response::new(answers(receiver)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_are_split_by_bytes_with_one_item_at_least() {
+        let sizes = vec![5_000, 3_000, 1_000, 20_000, 5];
+        let groups = in_responses(sizes, |size| *size);
+        assert_eq!(
+            groups,
+            vec![vec![5_000, 3_000], vec![1_000], vec![20_000], vec![5]]
+        );
+        assert!(in_responses(Vec::<usize>::new(), |size| *size).is_empty());
+    }
+}
