@@ -68,7 +68,8 @@ impl TlsSettings {
         &self.files
     }
 
-    pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+    /// An acceptor with the current certificates (the xDS listener shares them).
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         let config = self
             .current
             .read()

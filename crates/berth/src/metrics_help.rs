@@ -123,6 +123,12 @@ pub const METRICS: &[Metric] = &[
         "xDS responses a client rejected, by type; a rejected response is not sent again",
     ),
     metric(
+        "berth_xds_tls_handshake_failures_total",
+        Counter,
+        None,
+        "TLS handshakes on the xDS listener that failed or timed out",
+    ),
+    metric(
         "berth_xds_snapshots_total",
         Counter,
         None,

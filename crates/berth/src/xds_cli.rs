@@ -14,9 +14,16 @@ pub enum XdsCommand {
 
 #[derive(Args, Debug)]
 pub struct BootstrapArgs {
-    /// berth's xDS address (host:port), as `berth serve --xds-listen` serves it
-    #[arg(long, default_value = berth_xds::DEFAULT_LISTEN, value_name = "HOST:PORT")]
-    pub xds_server: String,
+    /// berth's xDS addresses (host:port, comma separated: the nodes of one cluster), as
+    /// `berth serve --xds-listen` serves them. Envoy balances its stream over them and moves to
+    /// another when one goes; gRPC clients take them in order, as fallbacks
+    #[arg(
+        long,
+        default_value = berth_xds::DEFAULT_LISTEN,
+        value_name = "HOST:PORT,…",
+        value_delimiter = ','
+    )]
+    pub xds_server: Vec<String>,
     /// A bootstrap for gRPC's xDS client (GRPC_XDS_BOOTSTRAP) instead of Envoy's
     #[arg(long)]
     pub grpc: bool,
@@ -114,17 +121,28 @@ fn envoy_listener(host: &str, port: u16, service: &str) -> Value {
 
 /// The bootstrap `args` describe.
 pub fn bootstrap(args: &BootstrapArgs) -> anyhow::Result<Value> {
-    let (host, port) = host_and_port(&args.xds_server, "--xds-server")?;
+    let servers = args
+        .xds_server
+        .iter()
+        .map(|server| host_and_port(server, "--xds-server"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     if args.grpc {
-        return Ok(json!({
-            "xds_servers": [{
-                "server_uri": format!("{host}:{port}"),
-                "channel_creds": [{"type": "insecure"}],
-                "server_features": ["xds_v3", "ignore_resource_deletion"],
-            }],
-            "node": node(args),
-        }));
+        let servers: Vec<Value> = servers
+            .iter()
+            .map(|(host, port)| {
+                json!({
+                    "server_uri": format!("{host}:{port}"),
+                    "channel_creds": [{"type": "insecure"}],
+                    "server_features": ["xds_v3", "ignore_resource_deletion"],
+                })
+            })
+            .collect();
+        return Ok(json!({"xds_servers": servers, "node": node(args)}));
     }
+    let endpoints: Vec<Value> = servers
+        .iter()
+        .map(|(host, port)| json!({"endpoint": {"address": socket_address(host, *port)}}))
+        .collect();
     let mut grpc_service = json!({"envoy_grpc": {"cluster_name": "berth_xds"}});
     if let Some(path) = &args.token_file {
         let token = std::fs::read_to_string(path)
@@ -168,7 +186,7 @@ pub fn bootstrap(args: &BootstrapArgs) -> anyhow::Result<Value> {
                 },
                 "load_assignment": {
                     "cluster_name": "berth_xds",
-                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(&host, port)}}]}],
+                    "endpoints": [{"lb_endpoints": endpoints}],
                 },
             }],
         },

@@ -217,10 +217,13 @@ impl Xds {
         self.shared.clients.clone()
     }
 
-    /// Serves ADS on `listener` until `shutdown` resolves; open streams end then too.
+    /// Serves ADS on `listener` until `shutdown` resolves; open streams end then too. With
+    /// `tls`, every connection is a TLS one, handshaken with the acceptor it returns at that
+    /// moment (so reloaded certificates apply to new connections).
     pub async fn serve(
         self,
         listener: TcpListener,
+        tls: Option<TlsAcceptors>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let streams_end = self.shared.shutdown.clone();
@@ -229,15 +232,65 @@ impl Xds {
         })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                shutdown.await;
-                streams_end.cancel();
-            })
-            .await
-            .map_err(std::io::Error::other)
+        let shutdown = async move {
+            shutdown.await;
+            streams_end.cancel();
+        };
+        let mut server = tonic::transport::Server::builder();
+        let router = server.add_service(service);
+        match tls {
+            None => {
+                router
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                    .await
+            }
+            Some(acceptors) => {
+                router
+                    .serve_with_incoming_shutdown(tls_incoming(listener, acceptors), shutdown)
+                    .await
+            }
+        }
+        .map_err(std::io::Error::other)
     }
+}
+
+/// The acceptor for a new TLS connection, with the certificates of the moment.
+pub type TlsAcceptors = Arc<dyn Fn() -> tokio_rustls::TlsAcceptor + Send + Sync>;
+
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The TLS connections of `listener`: each handshake runs on its own, so a slow client holds
+/// up nobody; one that fails or takes too long is dropped and counted.
+fn tls_incoming(
+    listener: TcpListener,
+    acceptors: TlsAcceptors,
+) -> ReceiverStream<std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>> {
+    let (sender, receiver) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(error) => {
+                        tracing::warn!(%error, "xds: accepting a connection failed");
+                        continue;
+                    }
+                },
+                () = sender.closed() => return,
+            };
+            let (acceptor, sender) = (acceptors(), sender.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = sender.send(Ok(tls)).await;
+                    }
+                    _ => metrics::counter!("berth_xds_tls_handshake_failures_total").increment(1),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(receiver)
 }
 
 struct Server {

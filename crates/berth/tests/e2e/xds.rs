@@ -6,7 +6,7 @@
 //! response gets it exactly once while the stream keeps working for other types.
 
 use crate::support::{Berth, data_dir, run_berth};
-use berth_testkit::{ChildGuard, free_port};
+use berth_testkit::{ChildGuard, EtcdServer, free_port};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
@@ -100,16 +100,25 @@ struct Envoy {
 }
 
 fn start_envoy(berth: &Berth, service: &str, node_id: &str, delta: bool) -> Envoy {
+    start_envoy_at(
+        &berth.surface_address("xds").unwrap(),
+        service,
+        node_id,
+        delta,
+    )
+}
+
+/// An Envoy whose xDS cluster is `xds` (one or several `host:port`, comma separated).
+fn start_envoy_at(xds: &str, service: &str, node_id: &str, delta: bool) -> Envoy {
     let dir = tempfile::tempdir().unwrap();
     let (admin, listener) = (free_port(), free_port());
-    let xds = berth.surface_address("xds").unwrap();
     let admin_address = format!("127.0.0.1:{admin}");
     let listener_flag = format!("127.0.0.1:{listener}={service}");
     let mut args = vec![
         "xds",
         "bootstrap",
         "--xds-server",
-        &xds,
+        xds,
         "--admin",
         &admin_address,
         "--listener",
@@ -530,4 +539,160 @@ async fn envoy_prefers_its_own_zone() {
     for _ in 0..5 {
         assert_eq!(envoy.get().await.as_deref(), Some("far"));
     }
+}
+
+/// Envoy balanced over two berth nodes on one etcd: the node it streams from is killed; it
+/// moves to the other, which serves the same versions (store revisions), and ends with no
+/// warming cluster and no NACK, applying the next change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_moves_to_another_node_of_an_etcd_cluster() {
+    let etcd = EtcdServer::start();
+    let first = Berth::on_etcd(&etcd);
+    let second = Berth::on_etcd(&etcd);
+    let (one, two) = (backend("one").await, backend("two").await);
+    register(
+        &first,
+        "web",
+        one.port,
+        serde_json::json!({"ttl_ms": 60_000}),
+    )
+    .await;
+    let servers = format!(
+        "{},{}",
+        first.surface_address("xds").unwrap(),
+        second.surface_address("xds").unwrap()
+    );
+    let envoy = start_envoy_at(&servers, "web", "envoy-ha", false);
+    envoy
+        .converges("web", &[host(one.port, 1)], Duration::from_secs(20))
+        .await;
+    let streams_on = |clients: serde_json::Value| clients["clients"].as_array().unwrap().len();
+    let on_first = streams_on(xds_clients(&first).await) == 1;
+    let (mut gone, survivor) = if on_first {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    gone.kill_hard();
+
+    register(
+        &survivor,
+        "web",
+        two.port,
+        serde_json::json!({"ttl_ms": 60_000}),
+    )
+    .await;
+    let moved = envoy
+        .converges(
+            "web",
+            &[host(one.port, 1), host(two.port, 1)],
+            Duration::from_secs(15),
+        )
+        .await;
+    eprintln!("envoy moved to the other node and applied the change in {moved:?}");
+    let clients = xds_clients(&survivor).await;
+    assert_eq!(streams_on(clients.clone()), 1, "{clients}");
+    for kind in ["cds", "eds", "lds"] {
+        assert_eq!(
+            clients["clients"][0]["types"][kind]["nacks"], 0,
+            "{clients}"
+        );
+    }
+    let stats = crate::support::http()
+        .get(format!(
+            "{}/stats?filter=cluster_manager.warming_clusters",
+            envoy.admin
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        stats.contains("cluster_manager.warming_clusters: 0"),
+        "{stats}"
+    );
+}
+
+/// With TLS on, xDS is served over TLS with the HTTP listener's certificate: a client trusting
+/// the CA gets clusters; a plaintext client gets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xds_is_served_over_tls_with_the_listeners_certificate() {
+    use berth_testkit::pki::Authority;
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    let (keep, _) = data_dir();
+    let dir = keep.path();
+    let authority = Authority::new("berth test CA");
+    let ca = authority.write_certificate(&dir.join("ca.pem"));
+    let server = authority.issue(dir, "server", "berth", &["localhost", "127.0.0.1"]);
+    let berth = Berth::start(&[
+        format!("--data-dir={}", dir.join("data").display()),
+        format!("--tls-cert-file={}", server.cert_file.display()),
+        format!("--tls-key-file={}", server.key_file.display()),
+    ]);
+    let registered = berth_client::Client::with_options(
+        format!("https://{}", berth.address),
+        &berth_client::ClientOptions {
+            ca_pem: Some(std::fs::read(&ca).unwrap()),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .register(
+        "web",
+        &berth_client::Registration {
+            id: Some("i1".into()),
+            address: "10.0.0.1".into(),
+            port: 80,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(registered.is_ok(), "{registered:?}");
+
+    let xds = berth.surface_address("xds").unwrap();
+    let port = xds.rsplit_once(':').unwrap().1;
+    let channel = Endpoint::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(std::fs::read(&ca).unwrap()))
+                .domain_name("localhost"),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    sender.send(request(CLUSTER, &[], None)).await.unwrap();
+    let mut responses = AggregatedDiscoveryServiceClient::new(channel)
+        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await
+        .unwrap()
+        .into_inner();
+    // The first answer may come before the registration reached the xDS snapshot; the
+    // cluster follows in the next push.
+    let mut clusters = next(&mut responses).await;
+    while clusters.resources.is_empty() {
+        sender
+            .send(request(CLUSTER, &[], Some(&clusters)))
+            .await
+            .unwrap();
+        clusters = next(&mut responses).await;
+    }
+    assert_eq!(clusters.resources.len(), 1);
+
+    let plaintext = AggregatedDiscoveryServiceClient::connect(format!("http://{xds}")).await;
+    let refused = match plaintext {
+        Err(_) => true,
+        Ok(mut client) => {
+            let (_sender, receiver) = tokio::sync::mpsc::channel(1);
+            client
+                .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(receiver))
+                .await
+                .is_err()
+        }
+    };
+    assert!(refused, "a plaintext xDS client was served");
 }
