@@ -53,6 +53,10 @@ pub struct BootstrapArgs {
         conflicts_with = "grpc"
     )]
     pub listeners: Vec<String>,
+    /// berth's xDS listener speaks TLS (berth serve with --tls-cert-file): trust the
+    /// certificates of the authorities in this PEM file
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Envoy: send this file's token to berth (`authorization: Bearer …`). gRPC clients
     /// cannot send one from a bootstrap: give them anonymous read or mutual TLS
     #[arg(long, value_name = "FILE", conflicts_with = "grpc")]
@@ -132,13 +136,29 @@ pub fn bootstrap(args: &BootstrapArgs) -> anyhow::Result<Value> {
             .map(|(host, port)| {
                 json!({
                     "server_uri": format!("{host}:{port}"),
-                    "channel_creds": [{"type": "insecure"}],
+                    "channel_creds": [match &args.ca_file {
+                        Some(ca) => json!({"type": "tls", "config": {"ca_certificate_file": ca.display().to_string()}}),
+                        None => json!({"type": "insecure"}),
+                    }],
                     "server_features": ["xds_v3", "ignore_resource_deletion"],
                 })
             })
             .collect();
         return Ok(json!({"xds_servers": servers, "node": node(args)}));
     }
+    let transport_socket = args.ca_file.as_ref().map(|ca| {
+        json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": servers[0].0,
+                "common_tls_context": {
+                    "alpn_protocols": ["h2"],
+                    "validation_context": {"trusted_ca": {"filename": ca.display().to_string()}},
+                },
+            },
+        })
+    });
     let endpoints: Vec<Value> = servers
         .iter()
         .map(|(host, port)| json!({"endpoint": {"address": socket_address(host, *port)}}))
@@ -158,6 +178,32 @@ pub fn bootstrap(args: &BootstrapArgs) -> anyhow::Result<Value> {
         let (listen_host, listen_port) = host_and_port(address, "--listener")?;
         listeners.push(envoy_listener(&listen_host, listen_port, service));
     }
+    // Addresses given by name are resolved by Envoy (a STATIC cluster takes IPs only).
+    let by_name = servers
+        .iter()
+        .any(|(host, _)| host.parse::<std::net::IpAddr>().is_err());
+    let mut cluster = json!({
+        "name": "berth_xds",
+        "type": if by_name { "STRICT_DNS" } else { "STATIC" },
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            },
+        },
+        "load_assignment": {
+            "cluster_name": "berth_xds",
+            "endpoints": [{"lb_endpoints": endpoints}],
+        },
+    });
+    if by_name {
+        // `localhost` is ::1 first on many systems; berth listens on IPv4 unless told otherwise.
+        cluster["dns_lookup_family"] = json!("V4_PREFERRED");
+    }
+    if let Some(transport_socket) = transport_socket {
+        cluster["transport_socket"] = transport_socket;
+    }
     let (admin_host, admin_port) = host_and_port(&args.admin, "--admin")?;
     Ok(json!({
         "node": node(args),
@@ -174,21 +220,7 @@ pub fn bootstrap(args: &BootstrapArgs) -> anyhow::Result<Value> {
         },
         "static_resources": {
             "listeners": listeners,
-            "clusters": [{
-                "name": "berth_xds",
-                "type": "STATIC",
-                "connect_timeout": "1s",
-                "typed_extension_protocol_options": {
-                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                        "explicit_http_config": {"http2_protocol_options": {}},
-                    },
-                },
-                "load_assignment": {
-                    "cluster_name": "berth_xds",
-                    "endpoints": [{"lb_endpoints": endpoints}],
-                },
-            }],
+            "clusters": [cluster],
         },
     }))
 }

@@ -105,11 +105,13 @@ fn start_envoy(berth: &Berth, service: &str, node_id: &str, delta: bool) -> Envo
         service,
         node_id,
         delta,
+        &[],
     )
 }
 
-/// An Envoy whose xDS cluster is `xds` (one or several `host:port`, comma separated).
-fn start_envoy_at(xds: &str, service: &str, node_id: &str, delta: bool) -> Envoy {
+/// An Envoy whose xDS cluster is `xds` (one or several `host:port`, comma separated), with
+/// more `berth xds bootstrap` flags.
+fn start_envoy_at(xds: &str, service: &str, node_id: &str, delta: bool, more: &[&str]) -> Envoy {
     let dir = tempfile::tempdir().unwrap();
     let (admin, listener) = (free_port(), free_port());
     let admin_address = format!("127.0.0.1:{admin}");
@@ -131,6 +133,7 @@ fn start_envoy_at(xds: &str, service: &str, node_id: &str, delta: bool) -> Envoy
     if delta {
         args.push("--delta");
     }
+    args.extend_from_slice(more);
     let (code, bootstrap, stderr) = run_berth(&args);
     assert_eq!(code, Some(0), "{stderr}");
     let config = dir.path().join("envoy.json");
@@ -562,7 +565,7 @@ async fn envoy_moves_to_another_node_of_an_etcd_cluster() {
         first.surface_address("xds").unwrap(),
         second.surface_address("xds").unwrap()
     );
-    let envoy = start_envoy_at(&servers, "web", "envoy-ha", false);
+    let envoy = start_envoy_at(&servers, "web", "envoy-ha", false, &[]);
     envoy
         .converges("web", &[host(one.port, 1)], Duration::from_secs(20))
         .await;
@@ -695,4 +698,21 @@ async fn xds_is_served_over_tls_with_the_listeners_certificate() {
         }
     };
     assert!(refused, "a plaintext xDS client was served");
+
+    // A real Envoy, bootstrapped to trust the CA, loads the cluster over TLS.
+    let ca_flag = ca.display().to_string();
+    let envoy = start_envoy_at(
+        &format!("localhost:{port}"),
+        "web",
+        "envoy-tls",
+        false,
+        &["--ca-file", &ca_flag],
+    );
+    envoy
+        .converges(
+            "web",
+            &[("10.0.0.1:80".into(), "1".into())],
+            Duration::from_secs(20),
+        )
+        .await;
 }
