@@ -311,7 +311,12 @@ pub fn resolve(args: &ServeArgs, env: &BTreeMap<String, String>) -> anyhow::Resu
     };
     let mutual_tls = tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
     let allow_unauthenticated = values.required("http.allow_unauthenticated").switch()?;
-    if !auth_enabled && !mutual_tls && !listen_ip.is_loopback() && !allow_unauthenticated {
+    // One rule for every listener: reachable from the network only with auth, client
+    // certificates, or the operator's explicit acceptance.
+    let unprotected = |ip: std::net::IpAddr| {
+        !auth_enabled && !mutual_tls && !ip.is_loopback() && !allow_unauthenticated
+    };
+    if unprotected(listen_ip) {
         bail!(
             "listen: {listen} is reachable from the network, and auth is off: anyone who reaches \
              it could register, deregister and change everything. Turn auth on (--auth with \
@@ -392,7 +397,7 @@ pub fn resolve(args: &ServeArgs, env: &BTreeMap<String, String>) -> anyhow::Resu
                     anyhow::anyhow!("xds.listen: {address:?} is not an IP address and port")
                 })?
                 .ip();
-            if !auth_enabled && !ip.is_loopback() && !allow_unauthenticated {
+            if unprotected(ip) {
                 bail!(
                     "xds.listen: {address} is reachable from the network, and auth is off: \
                      anyone who reaches it could read every instance. Turn auth on (--auth), \

@@ -58,6 +58,11 @@ impl Default for Coalescing {
     }
 }
 
+/// How many made-by-name resources (gRPC listeners and routes, zone-first load assignments) are
+/// kept: the names and localities come from clients, so the cache is bounded; past it, it starts
+/// over and what is asked again is made again.
+const NAMED_CACHE: usize = 65_536;
+
 /// The current snapshot, and the listeners and routes made for the names gRPC clients ask
 /// (`S`, `S:port`): made once per name and version, shared by every stream.
 pub struct Resources {
@@ -101,7 +106,7 @@ impl Resources {
                     version: shared.version,
                     body: resources::load_assignment(name, instances.iter(), Some(client)),
                 });
-                named.insert(key, made.clone());
+                keep(&mut named, key, made.clone());
                 Some(made)
             }
             Kind::Listener | Kind::Route => {
@@ -124,7 +129,7 @@ impl Resources {
                     version,
                     body,
                 });
-                named.insert(key, made.clone());
+                keep(&mut named, key, made.clone());
                 Some(made)
             }
         }
@@ -140,6 +145,18 @@ impl Resources {
             Kind::Listener | Kind::Route => Vec::new(),
         }
     }
+}
+
+/// Keeps `made` under `key`, within [`NAMED_CACHE`].
+fn keep(
+    named: &mut HashMap<(Kind, String), Arc<Resource>>,
+    key: (Kind, String),
+    made: Arc<Resource>,
+) {
+    if named.len() >= NAMED_CACHE {
+        named.clear();
+    }
+    named.insert(key, made);
 }
 
 /// Starts the task that follows the registry's feed and keeps the snapshot current.
