@@ -539,6 +539,10 @@ pub fn build(state: ApiState) -> Router {
             browsers,
             auth::guard_host,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::contact_headers,
+        ))
         .layer(axum::middleware::from_fn(move |request, next| {
             let metrics = metrics.clone();
             async move { metrics.record(request, next).await }

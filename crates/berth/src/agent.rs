@@ -44,6 +44,10 @@ pub struct AgentArgs {
         value_name = "URL"
     )]
     pub targets: Vec<String>,
+    /// berth servers as the CLI names them: http(s)://host:port, several separated by commas
+    /// (failover on connection errors and 503s); takes the place of --target
+    #[arg(long, env = "BERTH_ADDR", value_name = "URL[,URL…]")]
+    pub server: Option<String>,
     /// How records stay alive
     #[arg(long, value_enum, env = "BERTH_AGENT_MODE", default_value_t)]
     pub mode: ModeArg,
@@ -236,7 +240,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         ModeArg::Ttl => Mode::Ttl,
         ModeArg::Prune => Mode::Prune,
     };
-    let is_etcd = args.targets[0].starts_with("etcd://");
+    // --server (or BERTH_ADDR) names berth servers the way the CLI does, and wins over --target.
+    let bases = match &args.server {
+        Some(servers) => berth_client::split_servers(servers),
+        None => berth_bases(&args.targets),
+    };
+    let is_etcd = args.server.is_none() && args.targets[0].starts_with("etcd://");
     // On berth every instance has a TTL: in prune mode the longest, renewed at each resync.
     let ttl = match (mode, is_etcd) {
         (Mode::Prune, false) => berth_domain::MAX_TTL,
@@ -275,18 +284,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             .context("cannot use the etcd target")?,
         ))
     } else {
-        Target::Berth(BerthTarget::new(
-            &berth_bases(&args.targets),
-            &host_id,
-            &client_options,
-        )?)
+        Target::Berth(BerthTarget::new(&bases, &host_id, &client_options)?)
     };
     #[cfg(not(feature = "etcd"))]
-    let target = Target::Berth(BerthTarget::new(
-        &berth_bases(&args.targets),
-        &host_id,
-        &client_options,
-    )?);
+    let target = Target::Berth(BerthTarget::new(&bases, &host_id, &client_options)?);
     let docker = berth_agent::connect_docker(&args.docker).await?;
     if let Some(address) = args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(address)

@@ -14,7 +14,8 @@ use std::time::Duration;
 /// Where the server is and how to print.
 #[derive(Args, Debug, Clone)]
 pub struct ClientArgs {
-    /// berth's address (https:// with TLS; see --ca-file)
+    /// berth's address (https:// with TLS; see --ca-file); several separated by commas fail
+    /// over to each other on connection errors and 503s
     #[arg(
         long,
         env = "BERTH_ADDR",

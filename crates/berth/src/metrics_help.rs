@@ -147,6 +147,12 @@ pub const METRICS: &[Metric] = &[
         "The store revision this node's registry has applied; berth_store_revision minus this is how far its answers and events lag",
     ),
     metric(
+        "berth_store_quorum",
+        Gauge,
+        None,
+        "etcd: 1 while this node reaches a quorum (probed once a second), 0 while it refuses writes for lack of one",
+    ),
+    metric(
         "berth_registrations_total",
         Counter,
         None,

@@ -22,8 +22,16 @@ fn cargo() -> String {
 
 /// The packages (as `name@version`) whose build scripts depend on a protobuf code generator.
 fn packages_compiling_protos() -> BTreeSet<String> {
+    // This platform's graph only: the crates of others (Windows consoles…) need not be
+    // downloaded on a fresh machine.
+    let rustc = Command::new("rustc").arg("-vV").output().unwrap();
+    let host = String::from_utf8_lossy(&rustc.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("host: ").map(String::from))
+        .expect("rustc -vV names the host");
     let output = Command::new(cargo())
         .args(["metadata", "--format-version", "1", "--offline"])
+        .args(["--filter-platform", &host])
         .current_dir(workspace_root())
         .output()
         .unwrap();

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -213,11 +214,25 @@ pub fn segment(text: &str) -> String {
 
 /// How long a request may take unless it says otherwise.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// With several servers, how long one attempt may take before the next server is tried: a
+/// server cut off from the network keeps a pooled connection open but never answers, and a
+/// healthy one answers within its own store timeout (5 s).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(6);
+/// With several servers, how many times each is tried before the request fails.
+const FAILOVER_ROUNDS: u32 = 3;
+/// The pause before the second round over every server; each later round waits four times
+/// longer (100 ms, 400 ms), with jitter so clients that failed together do not return together.
+const FAILOVER_BACKOFF: Duration = Duration::from_millis(100);
 
+/// A client of one berth, or of several nodes of one cluster: each request goes to the server
+/// that answered last, and moves to the next on a connection error or a 503 (a node that lost
+/// its store), round after round with back-off. Clones share which server is current.
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
-    base: String,
+    servers: Arc<[String]>,
+    /// Index in `servers` of the one that answered last.
+    current: Arc<AtomicUsize>,
     /// The token every request carries (`Authorization: Bearer`), when berth has auth on.
     token: Option<Arc<str>>,
 }
@@ -233,19 +248,57 @@ pub struct ClientOptions {
     pub identity_pem: Option<Vec<u8>>,
 }
 
+/// The servers a `--server` value names: one base URL, or several separated by commas.
+pub fn split_servers(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(|base| base.trim().trim_end_matches('/'))
+        .filter(|base| !base.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Whether a failed attempt may go to another server: it never reached this one, or this one
+/// said it cannot take it now (503); or the request is safe to send twice.
+fn worth_another_server(
+    outcome: &Result<reqwest::Response, reqwest::Error>,
+    idempotent: bool,
+) -> bool {
+    match outcome {
+        Ok(response) => response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE,
+        Err(error) => error.is_connect() || idempotent,
+    }
+}
+
 impl Client {
-    /// A client of the berth at `base` (e.g. `http://127.0.0.1:7420`).
+    /// A client of the berth at `base` (e.g. `http://127.0.0.1:7420`, or several separated by
+    /// commas).
     pub fn new(base: impl Into<String>) -> Result<Client> {
         Client::with_options(base, &ClientOptions::default())
     }
 
-    /// A client of the berth at `base` (`http://` or `https://`), with `options`.
+    /// A client of the berth at `base` (`http://` or `https://`; several separated by commas
+    /// fail over to each other), with `options`.
     pub fn with_options(base: impl Into<String>, options: &ClientOptions) -> Result<Client> {
-        let base = base.into().trim_end_matches('/').to_string();
+        let base = base.into();
         let refused = |detail: String| ClientError::Transport {
             base: base.clone(),
             detail,
         };
+        // Normalized as reqwest writes them (`http://h:80` is `http://h`), so a request's URL
+        // starts with the base it was built on.
+        let servers = split_servers(&base)
+            .into_iter()
+            .map(|server| match reqwest::Url::parse(&server) {
+                Ok(url) if url.has_host() => Ok(url.as_str().trim_end_matches('/').to_string()),
+                Ok(_) => Err(refused(format!("`{server}` names no host"))),
+                Err(error) => Err(refused(format!(
+                    "`{server}` is not a URL ({error}); write it as http://HOST:PORT"
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if servers.is_empty() {
+            return Err(refused("no server address given".into()));
+        }
         // One crypto provider for the process: ring (no C build).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(3));
@@ -265,7 +318,8 @@ impl Client {
         let http = builder.build().map_err(|e| refused(e.to_string()))?;
         Ok(Client {
             http,
-            base,
+            servers: servers.into(),
+            current: Arc::new(AtomicUsize::new(0)),
             token: options.token.as_deref().map(Arc::from),
         })
     }
@@ -283,13 +337,19 @@ impl Client {
         }
     }
 
+    /// The server requests go to first: the one that answered last.
     pub fn base(&self) -> &str {
-        &self.base
+        &self.servers[self.current.load(Ordering::Relaxed) % self.servers.len()]
+    }
+
+    /// Every server this client may use, in the order given.
+    pub fn servers(&self) -> &[String] {
+        &self.servers
     }
 
     fn transport(&self, error: reqwest::Error) -> ClientError {
         ClientError::Transport {
-            base: self.base.clone(),
+            base: self.base().to_string(),
             detail: transport_detail(&error),
         }
     }
@@ -305,11 +365,8 @@ impl Client {
         timeout: Duration,
     ) -> Result<reqwest::Response> {
         let response = self
-            .authorized(request)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| self.transport(e))?;
+            .execute(self.authorized(request), Some(timeout))
+            .await?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -331,6 +388,89 @@ impl Client {
         })
     }
 
+    /// Sends `request` (built on the current server's URL) to the current server, and on to
+    /// the others while they cannot take it, round after round with back-off. Any answer but a
+    /// 503 ends the search and makes its server current. A request whose body is a stream goes
+    /// to one server only.
+    async fn execute(
+        &self,
+        request: reqwest::RequestBuilder,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response> {
+        let request = request.build().map_err(|e| self.transport(e))?;
+        let url = request.url().as_str().to_string();
+        let Some((built_on, path)) =
+            self.servers.iter().enumerate().find_map(|(index, base)| {
+                url.strip_prefix(base.as_str()).map(|path| (index, path))
+            })
+        else {
+            return Err(ClientError::Transport {
+                base: self.base().to_string(),
+                detail: format!("{url} belongs to none of this client's servers"),
+            });
+        };
+        let several = self.servers.len() > 1 && request.try_clone().is_some();
+        let rounds = if several { FAILOVER_ROUNDS } else { 1 };
+        let idempotent = request.method() != reqwest::Method::POST;
+        let attempt_timeout = match timeout {
+            // A blocking query's long wait is its own; anything else is bounded per attempt.
+            Some(timeout) if several && timeout <= REQUEST_TIMEOUT => Some(ATTEMPT_TIMEOUT),
+            other => other,
+        };
+        let mut pending = Some(request);
+        let mut last = None;
+        for round in 0..rounds {
+            if round > 0 {
+                let pause = FAILOVER_BACKOFF * 4u32.pow(round - 1);
+                tokio::time::sleep(pause + pause.mul_f64(jitter())).await;
+            }
+            for offset in 0..self.servers.len() {
+                let index = (built_on + offset) % self.servers.len();
+                let Some(mut attempt) = (if several {
+                    pending.as_ref().and_then(reqwest::Request::try_clone)
+                } else {
+                    pending.take()
+                }) else {
+                    break;
+                };
+                if index != built_on {
+                    let moved = format!("{}{path}", self.servers[index]);
+                    *attempt.url_mut() = moved.parse().map_err(|e| ClientError::Transport {
+                        base: self.servers[index].clone(),
+                        detail: format!("{moved}: {e}"),
+                    })?;
+                }
+                *attempt.timeout_mut() = attempt_timeout;
+                let outcome = self.http.execute(attempt).await;
+                let retry = several && worth_another_server(&outcome, idempotent);
+                if !retry {
+                    if index != self.current.load(Ordering::Relaxed) {
+                        self.current.store(index, Ordering::Relaxed);
+                    }
+                    return outcome.map_err(|error| ClientError::Transport {
+                        base: self.servers[index].clone(),
+                        detail: transport_detail(&error),
+                    });
+                }
+                last = Some((index, outcome));
+            }
+        }
+        match last {
+            Some((index, Ok(response))) => {
+                self.current.store(index, Ordering::Relaxed);
+                Ok(response)
+            }
+            Some((index, Err(error))) => Err(ClientError::Transport {
+                base: self.servers[index].clone(),
+                detail: transport_detail(&error),
+            }),
+            None => Err(ClientError::Transport {
+                base: self.base().to_string(),
+                detail: "the request could not be sent".into(),
+            }),
+        }
+    }
+
     async fn json<T: serde::de::DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,
@@ -349,7 +489,7 @@ impl Client {
     }
 
     fn instances_url(&self, service: &str) -> String {
-        format!("{}/v1/services/{}/instances", self.base, segment(service))
+        format!("{}/v1/services/{}/instances", self.base(), segment(service))
     }
 
     fn instance_url(&self, service: &str, id: &str) -> String {
@@ -364,7 +504,7 @@ impl Client {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<serde_json::Value> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        let mut request = self.http.request(method, format!("{}{path}", self.base()));
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -386,7 +526,7 @@ impl Client {
     ) -> Result<String> {
         let mut request = self
             .http
-            .request(method, format!("{}{path}", self.base))
+            .request(method, format!("{}{path}", self.base()))
             .header("content-type", content_type);
         if let Some(body) = body {
             request = request.body(body);
@@ -409,7 +549,7 @@ impl Client {
         let on_transfer = std::sync::Arc::new(on_transfer);
         let mut request = self
             .http
-            .request(method, format!("{}{path}", self.base))
+            .request(method, format!("{}{path}", self.base()))
             .header("content-type", content_type);
         if let Some(body) = body {
             let total = body.len() as u64;
@@ -473,7 +613,7 @@ impl Client {
     }
 
     pub async fn services(&self) -> Result<ServiceList> {
-        self.json(self.http.get(format!("{}/v1/services", self.base)))
+        self.json(self.http.get(format!("{}/v1/services", self.base())))
             .await
     }
 
@@ -490,7 +630,7 @@ impl Client {
     pub async fn find_instances(&self, query: &[(&str, String)]) -> Result<FoundInstances> {
         self.json(
             self.http
-                .get(format!("{}/v1/instances", self.base))
+                .get(format!("{}/v1/instances", self.base()))
                 .query(query),
         )
         .await
@@ -507,27 +647,27 @@ impl Client {
             serde_json::json!({"owner": owner, "grants": grants, "description": description});
         self.json(
             self.http
-                .post(format!("{}/v1/tokens", self.base))
+                .post(format!("{}/v1/tokens", self.base()))
                 .json(&body),
         )
         .await
     }
 
     pub async fn tokens(&self) -> Result<Vec<Token>> {
-        self.json(self.http.get(format!("{}/v1/tokens", self.base)))
+        self.json(self.http.get(format!("{}/v1/tokens", self.base())))
             .await
     }
 
     /// The token this client sends (`{"auth": "off"}` from a server without auth).
     pub async fn token_self(&self) -> Result<serde_json::Value> {
-        self.json(self.http.get(format!("{}/v1/tokens/self", self.base)))
+        self.json(self.http.get(format!("{}/v1/tokens/self", self.base())))
             .await
     }
 
     pub async fn revoke_token(&self, id: &str) -> Result<()> {
         self.send(
             self.http
-                .delete(format!("{}/v1/tokens/{}", self.base, segment(id))),
+                .delete(format!("{}/v1/tokens/{}", self.base(), segment(id))),
         )
         .await
         .map(|_| ())
@@ -542,13 +682,12 @@ impl Client {
         if let Some(after) = after {
             query.push(("after", after.to_string()));
         }
-        let response = self
-            .authorized(self.http.get(format!("{}/v1/events", self.base)))
+        let request = self
+            .authorized(self.http.get(format!("{}/v1/events", self.base())))
             .query(&query)
-            .header("accept", "text/event-stream")
-            .send()
-            .await
-            .map_err(|e| self.transport(e))?;
+            .header("accept", "text/event-stream");
+        // A stream has no timeout: it lasts as long as the caller follows it.
+        let response = self.execute(request, None).await?;
         if !response.status().is_success() {
             return Err(ClientError::Api {
                 status: response.status().as_u16(),
@@ -557,7 +696,7 @@ impl Client {
                 field: None,
             });
         }
-        let base = self.base.clone();
+        let base = self.base().to_string();
         let bytes = response.bytes_stream().map(move |chunk| {
             chunk.map_err(|e| ClientError::Transport {
                 base: base.clone(),
@@ -566,6 +705,14 @@ impl Client {
         });
         Ok(Box::pin(parse_sse(bytes)))
     }
+}
+
+/// A fraction in [0, 1) that differs between calls and processes, for back-off jitter.
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u8(0);
+    (hasher.finish() % 1000) as f64 / 1000.0
 }
 
 /// Splits a Server-Sent Events byte stream into events.

@@ -33,7 +33,7 @@ use berth_store::{AnyStore, Store, StoreError};
 pub(crate) const PAGE: usize = 256;
 
 /// What surfaces need of the store's vocabulary, so none of them depends on the store.
-pub use berth_store::{Revision, StoreKind, StoreStatus};
+pub use berth_store::{Revision, StoreContact, StoreKind, StoreStatus};
 use bytes::Bytes;
 use faults::RecordFaults;
 use live::events;
@@ -276,6 +276,11 @@ impl Registry {
     /// answer.
     pub async fn store_status(&self) -> Result<StoreStatus> {
         Ok(self.inner.store.status().await?)
+    }
+
+    /// How recently this node reached the store's quorum (no round trip).
+    pub fn store_contact(&self) -> StoreContact {
+        self.inner.store.contact()
     }
 
     pub fn store_kind(&self) -> StoreKind {

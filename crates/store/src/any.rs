@@ -124,6 +124,15 @@ impl AnyStore {
         }
     }
 
+    /// How recently the store's quorum answered (always current for the embedded store).
+    pub fn contact(&self) -> crate::StoreContact {
+        match self {
+            AnyStore::Embedded(_) => crate::StoreContact::default(),
+            #[cfg(feature = "etcd")]
+            AnyStore::Etcd(store) => store.contact(),
+        }
+    }
+
     /// Flushes what the backend keeps in memory (the embedded store's lease checkpoint) and
     /// stops its background work.
     pub async fn close(&self) -> Result<()> {

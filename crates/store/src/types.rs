@@ -417,6 +417,17 @@ pub struct StoreStatus {
     pub compact_revision: Option<Revision>,
 }
 
+/// How recently this node heard from the store's quorum: what a read from its views may have
+/// missed, and why writes are refused now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreContact {
+    /// Since the store last answered a linearizable read; `None` for a store in this process,
+    /// which is always current.
+    pub last_contact: Option<std::time::Duration>,
+    /// Why the store takes no writes now (no quorum), if it does not.
+    pub lost: Option<String>,
+}
+
 /// Everything a store call can fail with. Cloneable so one failed group commit can answer
 /// every writer in it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

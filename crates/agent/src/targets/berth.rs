@@ -1,21 +1,18 @@
 //! The berth target: records are instances registered through berth's native API, marked as
-//! this host's by their metadata. Several servers may be given; a call that cannot reach one
-//! goes to the next, and the one that answered is tried first next time.
+//! this host's by their metadata. Several servers may be given; the client fails over between
+//! them (on connection errors and 503s, with back-off) and tries the one that answered first.
 
 use super::{Owned, TargetError};
 use crate::container::{META_HOST, Record};
 use berth_client::{Client, ClientError, ClientOptions, Instance, Registration};
 use futures::{StreamExt, stream};
 use serde_json::json;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Heartbeats in flight at once while renewing.
 const RENEW_CONCURRENCY: usize = 16;
 
 pub struct BerthTarget {
-    clients: Vec<Client>,
-    /// The server that answered last.
-    current: AtomicUsize,
+    client: Client,
     host_id: String,
 }
 
@@ -84,60 +81,23 @@ impl BerthTarget {
         host_id: &str,
         options: &ClientOptions,
     ) -> Result<BerthTarget, TargetError> {
-        let clients = bases
-            .iter()
-            .map(|base| {
-                Client::with_options(base.clone(), options)
-                    .map_err(|e| TargetError::Refused(e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let client = Client::with_options(bases.join(","), options)
+            .map_err(|e| TargetError::Refused(e.to_string()))?;
         Ok(BerthTarget {
-            clients,
-            current: AtomicUsize::new(0),
+            client,
             host_id: host_id.to_string(),
         })
     }
 
     pub fn describe(&self) -> String {
-        self.clients
-            .iter()
-            .map(Client::base)
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
-    /// Runs `call` on the server that answered last, then on the others while they cannot be
-    /// reached. An answer (even an error) ends the search.
-    async fn call<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
-    where
-        F: Fn(Client) -> Fut,
-        Fut: std::future::Future<Output = Result<T, ClientError>>,
-    {
-        let start = self.current.load(Ordering::Relaxed);
-        let mut last_error = None;
-        for offset in 0..self.clients.len() {
-            let index = (start + offset) % self.clients.len();
-            match call(self.clients[index].clone()).await {
-                Err(error @ ClientError::Transport { .. }) => last_error = Some(error),
-                answer => {
-                    if offset > 0 {
-                        tracing::info!(server = self.clients[index].base(), "failed over");
-                    }
-                    self.current.store(index, Ordering::Relaxed);
-                    return answer;
-                }
-            }
-        }
-        Err(last_error.expect("at least one server"))
+        self.client.servers().join(", ")
     }
 
     pub async fn owned(&self) -> Result<Owned, TargetError> {
         let query = [("meta", format!("{META_HOST}:{}", self.host_id))];
         let found = self
-            .call(|client| {
-                let query = query.clone();
-                async move { client.find_instances(&query).await }
-            })
+            .client
+            .find_instances(&query)
             .await
             .map_err(target_error)?;
         Ok(found
@@ -151,21 +111,16 @@ impl BerthTarget {
     pub async fn put(&self, record: &Record) -> Result<(), TargetError> {
         let registration = registration(record);
         let service = record.spec.service().as_str();
-        self.call(|client| {
-            let registration = registration.clone();
-            async move { client.register(service, &registration).await }
-        })
-        .await
-        .map(|_| ())
-        .map_err(target_error)
+        self.client
+            .register(service, &registration)
+            .await
+            .map(|_| ())
+            .map_err(target_error)
     }
 
     pub async fn remove(&self, key: &str) -> Result<(), TargetError> {
         let (service, id) = split_key(key);
-        match self
-            .call(|client| async move { client.deregister(service, id).await })
-            .await
-        {
+        match self.client.deregister(service, id).await {
             Ok(()) => Ok(()),
             Err(error) if error.status() == Some(404) => Ok(()),
             Err(error) => Err(target_error(error)),
@@ -177,9 +132,7 @@ impl BerthTarget {
             .map(|(key, record)| async move {
                 let service = record.spec.service().as_str();
                 let id = record.spec.id().as_str();
-                let answer = self
-                    .call(|client| async move { client.heartbeat(service, id).await.map(|_| ()) })
-                    .await;
+                let answer = self.client.heartbeat(service, id).await.map(|_| ());
                 (key.to_string(), answer)
             })
             .buffer_unordered(RENEW_CONCURRENCY)

@@ -633,6 +633,19 @@ async fn a_target_that_is_down_loses_nothing_and_the_next_server_takes_over() {
     docker(&["stop", &before]);
     let during = name(&scope, "during");
     scope.run(&["--name", &during, "-p", "127.0.0.1::80"], &image, IDLE);
+    // Down until the agent has seen it (its client tries every server three rounds first).
+    until(
+        "the agent sees the outage",
+        Duration::from_secs(15),
+        || async {
+            agent
+                .log()
+                .iter()
+                .any(|line| line.contains("the target cannot be reached"))
+                .then_some(())
+        },
+    )
+    .await;
     let berth = berth.restart();
     let back = Instant::now();
     // The stopped container's record survived the restart (its lease did); the agent's
@@ -907,4 +920,45 @@ async fn a_container_the_engine_cannot_describe_is_skipped_and_not_renewed() {
         },
     );
     settle(&client, "alpha", 0, PROMPT).await;
+}
+
+/// The agent from the `berth` image, run the way docs/cluster.md says (service-registrar's
+/// way): the engine's socket mounted in, the image's unprivileged user joining the socket's
+/// group, `--server` naming berth. Host networking lets it reach the berth on loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_in_a_container_registers_containers_through_the_socket() {
+    crate::chaos::build_images();
+    let scope = DockerScope::new();
+    let (_keep, dir) = data_dir();
+    let berth = Berth::embedded(&dir);
+    let client = berth.client();
+    let socket_group = std::fs::metadata("/var/run/docker.sock")
+        .map(|m| std::os::unix::fs::MetadataExt::gid(&m).to_string())
+        .expect("the engine's socket");
+    let server = format!("--server=http://{}", berth.address);
+    let only = format!("--only-label={}", scope.label);
+    scope.run(
+        &[
+            "--network",
+            "host",
+            "-v",
+            "/var/run/docker.sock:/var/run/docker.sock",
+            "--group-add",
+            &socket_group,
+        ],
+        "berth",
+        &["agent", &server, "--host-id=boxed", &only],
+    );
+
+    let container = name(&scope, "boxed");
+    scope.run(
+        &["--name", &container, "-p", "127.0.0.1::8080"],
+        &scope.image("boxed:3"),
+        IDLE,
+    );
+    let (found, _) = settle(&client, "boxed", 1, Duration::from_secs(10)).await;
+    assert_eq!(found[0].meta["berth.agent.host"], "boxed");
+    assert_eq!(found[0].port, host_port(&container, "8080/tcp"));
+    docker(&["stop", &container]);
+    settle(&client, "boxed", 0, PROMPT).await;
 }

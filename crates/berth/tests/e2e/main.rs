@@ -9,6 +9,7 @@ mod agent;
 mod auth;
 mod caches;
 mod catalog;
+mod chaos;
 mod cli;
 mod cluster;
 mod compat_bender;

@@ -378,7 +378,16 @@ impl Registry {
                 "instance {id} of service {service} is not registered (or has expired); register it again"
             ))
         };
-        let live: Arc<LiveInstance> = self.view_instance(service, id).ok_or_else(not_found)?;
+        let live: Arc<LiveInstance> = match self.view_instance(service, id) {
+            Some(live) => live,
+            None => {
+                // Only a view as new as the store may say an instance is not there: it may have
+                // been registered through another node a moment ago, or this node may be cut
+                // off from the quorum (then this fails with 503, and the client moves on).
+                self.sync(crate::Consistency::Consistent).await?;
+                self.view_instance(service, id).ok_or_else(not_found)?
+            }
+        };
         match self.store().lease_keepalive(live.lease).await {
             Ok(ttl) => {
                 let now = self.now();

@@ -3,12 +3,14 @@
 //! watches that lose their connection resume from the next revision by themselves. Leases
 //! this node renewed end at their deadline (`deadlines.rs`), not up to 500 ms later.
 
+mod contact;
 mod deadlines;
 
 use crate::{
     Compare, CompareOp, CompareTarget, EtcdSecurity, Event, EventKind, KeyRange, KeyValue,
     LeaseGrant, LeaseId, LeaseStatus, RangeRequest, RangeResponse, Result, Revision, Store,
-    StoreError, StoreKind, StoreStatus, Txn, TxnOp, TxnResponse, WatchBatch, WatchStream,
+    StoreContact, StoreError, StoreKind, StoreStatus, Txn, TxnOp, TxnResponse, WatchBatch,
+    WatchStream,
 };
 use bytes::Bytes;
 use deadlines::Deadlines;
@@ -41,6 +43,8 @@ pub struct EtcdStore {
     endpoints: Arc<Vec<String>>,
     keepalive: Arc<KeepaliveMux>,
     deadlines: Arc<Deadlines>,
+    /// Whether the last probe reached a quorum (`contact.rs`).
+    contact: Arc<contact::Contact>,
 }
 
 impl EtcdSecurity {
@@ -91,13 +95,61 @@ impl EtcdStore {
             endpoints: Arc::new(endpoints.to_vec()),
             keepalive: Arc::new(KeepaliveMux::default()),
             deadlines: Arc::default(),
+            contact: Arc::new(contact::Contact::new()),
         };
         store
             .status()
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         deadlines::spawn_reaper(Arc::downgrade(&store.deadlines), store.client.clone());
+        let client = Arc::downgrade(&store.client);
+        tokio::spawn(contact::probe_now_and_then(
+            Arc::downgrade(&store.contact),
+            move || {
+                let client = client.clone();
+                async move {
+                    let client = client.upgrade()?;
+                    let mut kv = kv_client(&client);
+                    let read = kv.get(vec![0], Some(etcd::GetOptions::new().with_count_only()));
+                    Some(
+                        match tokio::time::timeout(contact::PROBE_TIMEOUT, read).await {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err(error)) => Err((classify(error).to_string(), true)),
+                            Err(_) => Err((
+                                format!(
+                                    "a quorum read took over {} ms",
+                                    contact::PROBE_TIMEOUT.as_millis()
+                                ),
+                                false,
+                            )),
+                        },
+                    )
+                }
+            },
+        ));
         Ok(store)
+    }
+
+    /// How recently this node reached an etcd quorum, and why not now when it cannot.
+    pub fn contact(&self) -> StoreContact {
+        self.contact.report()
+    }
+
+    /// Fails at once while the quorum is known to be lost (see `contact.rs`).
+    fn quorum(&self) -> Result<()> {
+        match self.contact.refuse() {
+            Some(why) => Err(StoreError::Unavailable(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// Passes `result` on, noting a call that could not reach etcd (a lost quorum if nothing
+    /// succeeded for a while).
+    fn noted<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(StoreError::Unavailable(why)) = &result {
+            self.contact.failed(why, false);
+        }
+        result
     }
 
     pub fn endpoints(&self) -> &[String] {
@@ -285,14 +337,18 @@ impl Store for EtcdStore {
         if let Some(limit) = request.limit {
             options = options.with_limit(limit as i64);
         }
+        self.quorum()?;
         let mut kv = kv_client(&self.client);
-        let response =
-            call(kv.get(key, Some(options)))
-                .await
-                .map_err(|e| match request.revision {
-                    Some(requested) => with_revision(e, requested, None),
-                    None => e,
-                })?;
+        let response = self
+            .noted(
+                self.contact
+                    .unless_lost(call(kv.get(key, Some(options))))
+                    .await,
+            )
+            .map_err(|e| match request.revision {
+                Some(requested) => with_revision(e, requested, None),
+                None => e,
+            })?;
         Ok(RangeResponse {
             kvs: response.kvs().iter().map(convert_kv).collect(),
             revision: request
@@ -308,19 +364,22 @@ impl Store for EtcdStore {
             .when(txn.compares.iter().map(convert_compare).collect::<Vec<_>>())
             .and_then(txn.success.iter().map(convert_txn_op).collect::<Vec<_>>())
             .or_else(txn.failure.iter().map(convert_txn_op).collect::<Vec<_>>());
+        self.quorum()?;
         let mut kv = kv_client(&self.client);
-        let response = call(kv.txn(request)).await.map_err(|e| {
-            // etcd names no lease; report the one the transaction used.
-            let lease = txn
-                .success
-                .iter()
-                .chain(&txn.failure)
-                .find_map(|op| match op {
-                    TxnOp::Put { lease, .. } => *lease,
-                    TxnOp::Delete(_) => None,
-                });
-            with_lease(e, lease.unwrap_or(LeaseId(0)))
-        })?;
+        let response = self
+            .noted(self.contact.unless_lost(call(kv.txn(request))).await)
+            .map_err(|e| {
+                // etcd names no lease; report the one the transaction used.
+                let lease = txn
+                    .success
+                    .iter()
+                    .chain(&txn.failure)
+                    .find_map(|op| match op {
+                        TxnOp::Put { lease, .. } => *lease,
+                        TxnOp::Delete(_) => None,
+                    });
+                with_lease(e, lease.unwrap_or(LeaseId(0)))
+            })?;
         Ok(TxnResponse {
             succeeded: response.succeeded(),
             revision: header_revision(response.header()),
@@ -335,8 +394,13 @@ impl Store for EtcdStore {
         }
         // etcd counts whole seconds; round up so a lease never lives shorter than asked.
         let seconds = ttl.as_millis().div_ceil(1000).max(1) as i64;
+        self.quorum()?;
         let mut lease = self.client.lease_client();
-        let response = call(lease.grant(seconds, None)).await?;
+        let response = self.noted(
+            self.contact
+                .unless_lost(call(lease.grant(seconds, None)))
+                .await,
+        )?;
         if !response.error().is_empty() {
             return Err(StoreError::Storage(format!("etcd: {}", response.error())));
         }
@@ -350,7 +414,12 @@ impl Store for EtcdStore {
     }
 
     async fn lease_keepalive(&self, id: LeaseId) -> Result<Duration> {
-        let result = self.keepalive.keepalive(&self.client, id).await;
+        self.quorum()?;
+        let result = self.noted(
+            self.contact
+                .unless_lost(self.keepalive.keepalive(&self.client, id))
+                .await,
+        );
         match &result {
             Ok(ttl) => self
                 .deadlines
@@ -432,9 +501,10 @@ impl Store for EtcdStore {
     }
 
     async fn status(&self) -> Result<StoreStatus> {
+        self.quorum()?;
         let mut kv = kv_client(&self.client);
-        let response =
-            call(kv.get(vec![0], Some(etcd::GetOptions::new().with_count_only()))).await?;
+        let response = self
+            .noted(call(kv.get(vec![0], Some(etcd::GetOptions::new().with_count_only()))).await)?;
         Ok(StoreStatus {
             revision: header_revision(response.header()),
             compact_revision: None,
