@@ -76,10 +76,17 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn may_read(&self, caller: &Caller, service: &str) -> bool {
-        self.registry
-            .authorize(caller, &Action::ReadService(service))
-            .is_ok()
+    /// Whether `caller` may have the resources named `name`: a service's need a read grant on
+    /// it; bender's frontends and backends (`frontend/…`, `backend/…`) are the catalog's and
+    /// need `catalog:read`.
+    fn may_read(&self, caller: &Caller, name: &str) -> bool {
+        let action =
+            if name.starts_with(resources::FRONTEND) || name.starts_with(resources::BACKEND) {
+                Action::CatalogRead
+            } else {
+                Action::ReadService(name)
+            };
+        self.registry.authorize(caller, &action).is_ok()
     }
 }
 

@@ -1,6 +1,8 @@
 //! The xDS resources berth serves, made from the registry: a Cluster and a
 //! ClusterLoadAssignment per service with live instances, and for proxyless gRPC an API
-//! Listener and a RouteConfiguration per service (`xds:///S`, `xds:///S:port`). Pure
+//! Listener and a RouteConfiguration per service (`xds:///S`, `xds:///S:port`); for bender's
+//! routing, a Listener and RouteConfiguration per frontend (`frontend/NAME`) and a Cluster and
+//! ClusterLoadAssignment per backend (`backend/NAME`: its app's instances at its version). Pure
 //! functions of their inputs; encoding happens once per change in `snapshot.rs`.
 
 use berth_domain::{Address, InstanceSpec};
@@ -9,13 +11,16 @@ use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy,
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    AggregatedConfigSource, ApiVersion, ConfigSource, HealthStatus, Locality, Metadata,
-    SocketAddress, address, config_source::ConfigSourceSpecifier, socket_address::PortSpecifier,
+    Address as EnvoyAddress, AggregatedConfigSource, ApiVersion, ConfigSource, HealthStatus,
+    Locality, Metadata, SocketAddress, address, config_source::ConfigSourceSpecifier,
+    socket_address::PortSpecifier,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint::HostIdentifier,
 };
-use envoy_types::pb::envoy::config::listener::v3::{ApiListener, Listener};
+use envoy_types::pb::envoy::config::listener::v3::{
+    ApiListener, Filter, FilterChain, Listener, filter::ConfigType as FilterConfigType,
+};
 use envoy_types::pb::envoy::config::route::v3::{
     Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route::Action,
     route_action::ClusterSpecifier, route_match::PathSpecifier,
@@ -254,15 +259,19 @@ pub fn service_of_target(name: &str) -> &str {
     }
 }
 
-/// The API listener a gRPC client asks for as `name` (`S` or `S:port`): an
-/// HttpConnectionManager that takes its routes by RDS (`RouteConfiguration` named `service`)
-/// over ADS, with the router filter last (gRPC fails every RPC without it).
-pub fn api_listener(name: &str, service: &str) -> Any {
-    let manager = HttpConnectionManager {
-        stat_prefix: service.to_string(),
+/// The names of the resources made for bender's routing. Service names cannot hold `/`, so
+/// they never collide with a service's resources.
+pub const FRONTEND: &str = "frontend/";
+pub const BACKEND: &str = "backend/";
+
+/// An HttpConnectionManager taking its routes by RDS (`route_config_name`) over ADS, with the
+/// router filter last (gRPC fails every RPC without it).
+fn http_manager(stat_prefix: &str, route_config_name: &str) -> HttpConnectionManager {
+    HttpConnectionManager {
+        stat_prefix: stat_prefix.to_string(),
         route_specifier: Some(RouteSpecifier::Rds(Rds {
             config_source: Some(ads()),
-            route_config_name: service.to_string(),
+            route_config_name: route_config_name.to_string(),
         })),
         http_filters: vec![HttpFilter {
             name: "envoy.filters.http.router".to_string(),
@@ -270,22 +279,51 @@ pub fn api_listener(name: &str, service: &str) -> Any {
             ..HttpFilter::default()
         }],
         ..HttpConnectionManager::default()
-    };
+    }
+}
+
+/// The API listener a gRPC client asks for as `name` (`S` or `S:port`), its routes the
+/// RouteConfiguration named `service`.
+pub fn api_listener(name: &str, service: &str) -> Any {
     any(&Listener {
         name: name.to_string(),
         api_listener: Some(ApiListener {
-            api_listener: Some(any(&manager)),
+            api_listener: Some(any(&http_manager(service, service))),
         }),
         ..Listener::default()
     })
 }
 
-/// Every request to the cluster `service`.
-pub fn route_configuration(service: &str) -> Any {
+/// A bender frontend as an Envoy listener (`name` is `frontend/NAME`): HTTP on `port` of every
+/// address, routed by the RouteConfiguration of the same name.
+pub fn frontend_listener(name: &str, port: u16) -> Any {
+    let manager = http_manager(&name.replace('/', "_"), name);
+    any(&Listener {
+        name: name.to_string(),
+        address: Some(EnvoyAddress {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: "0.0.0.0".to_string(),
+                port_specifier: Some(PortSpecifier::PortValue(u32::from(port))),
+                ..SocketAddress::default()
+            })),
+        }),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".to_string(),
+                config_type: Some(FilterConfigType::TypedConfig(any(&manager))),
+            }],
+            ..FilterChain::default()
+        }],
+        ..Listener::default()
+    })
+}
+
+/// The RouteConfiguration `name`: every request to the cluster `cluster`.
+pub fn route_configuration(name: &str, cluster: &str) -> Any {
     any(&RouteConfiguration {
-        name: service.to_string(),
+        name: name.to_string(),
         virtual_hosts: vec![VirtualHost {
-            name: service.to_string(),
+            name: name.replace('/', "_"),
             domains: vec!["*".to_string()],
             routes: vec![Route {
                 r#match: Some(RouteMatch {
@@ -293,7 +331,7 @@ pub fn route_configuration(service: &str) -> Any {
                     ..RouteMatch::default()
                 }),
                 action: Some(Action::Route(RouteAction {
-                    cluster_specifier: Some(ClusterSpecifier::Cluster(service.to_string())),
+                    cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.to_string())),
                     ..RouteAction::default()
                 })),
                 ..Route::default()

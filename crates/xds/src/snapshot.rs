@@ -5,6 +5,7 @@
 //! it (the same on every node of an etcd cluster, so a client may reconnect to any node).
 
 use crate::resources::{self, ClientLocality, Kind};
+use berth_domain::catalog::{Backend, Frontend};
 use berth_domain::{InstanceId, InstanceSpec};
 use berth_registry::{FeedEvent, FeedStart, InstanceEventKind, Registry};
 use envoy_types::pb::google::protobuf::Any;
@@ -40,6 +41,10 @@ pub struct Snapshot {
     /// Each service with live instances and the revision it last appeared at: the version of
     /// its listeners and routes, which only change when it appears or goes.
     pub services: BTreeMap<String, i64>,
+    /// bender's frontends as listeners and routes (`frontend/NAME`); their backends are in
+    /// `clusters`, `endpoints` and `instances` as `backend/NAME`.
+    pub listeners: BTreeMap<String, Arc<Resource>>,
+    pub routes: BTreeMap<String, Arc<Resource>>,
 }
 
 /// How long a change waits for more before it is pushed, and at most.
@@ -109,6 +114,12 @@ impl Resources {
                 keep(&mut named, key, made.clone());
                 Some(made)
             }
+            Kind::Listener if name.starts_with(resources::FRONTEND) => {
+                snapshot.listeners.get(name).cloned()
+            }
+            Kind::Route if name.starts_with(resources::FRONTEND) => {
+                snapshot.routes.get(name).cloned()
+            }
             Kind::Listener | Kind::Route => {
                 let service = match kind {
                     Kind::Listener => resources::service_of_target(name),
@@ -122,7 +133,7 @@ impl Resources {
                 }
                 let body = match kind {
                     Kind::Listener => resources::api_listener(name, service),
-                    _ => resources::route_configuration(service),
+                    _ => resources::route_configuration(service, service),
                 };
                 let made = Arc::new(Resource {
                     name: name.to_string(),
@@ -135,14 +146,15 @@ impl Resources {
         }
     }
 
-    /// The names a wildcard subscription covers: every cluster and load assignment. Listeners
-    /// and routes are API listeners for gRPC clients, which always ask by name (and Envoy
-    /// refuses API listeners over LDS), so a wildcard covers none of them.
+    /// The names a wildcard subscription covers: every cluster and load assignment, and the
+    /// listeners and routes of bender's frontends. gRPC's API listeners are made for the names
+    /// gRPC clients ask (and Envoy refuses API listeners over LDS), so a wildcard covers none.
     pub fn wildcard_names(&self, snapshot: &Snapshot, kind: Kind) -> Vec<String> {
         match kind {
             Kind::Cluster => snapshot.clusters.keys().cloned().collect(),
             Kind::Endpoints => snapshot.endpoints.keys().cloned().collect(),
-            Kind::Listener | Kind::Route => Vec::new(),
+            Kind::Listener => snapshot.listeners.keys().cloned().collect(),
+            Kind::Route => snapshot.routes.keys().cloned().collect(),
         }
     }
 }
@@ -163,19 +175,87 @@ fn keep(
 pub fn start(registry: &Registry, coalescing: Coalescing) -> Arc<Resources> {
     let (sender, current) = watch::channel(Arc::new(Snapshot::default()));
     let feed = registry.feed(FeedStart::Snapshot);
-    tokio::spawn(follow(feed, sender, coalescing));
+    tokio::spawn(follow(registry.clone(), feed, sender, coalescing));
     Arc::new(Resources {
         current,
         named: Mutex::new(HashMap::new()),
     })
 }
 
-/// What the builder knows: every live instance by service.
+/// bender's routing as xDS needs it.
+#[derive(Debug, Default, PartialEq)]
+struct Routing {
+    /// Backend name → (its app, its version).
+    backends: BTreeMap<String, (String, String)>,
+    /// Frontend name → (its backend, the port it listens on). A frontend without both is not
+    /// served.
+    frontends: BTreeMap<String, (String, u16)>,
+}
+
+/// The port a frontend listens on: its `port` field, a number or a string of one.
+fn frontend_port(frontend: &Frontend) -> Option<u16> {
+    let raw = &frontend.extra().get("port")?.0;
+    raw.trim()
+        .trim_matches('"')
+        .parse()
+        .ok()
+        .filter(|port| *port > 0)
+}
+
+/// The registry's backends and frontends now; `None` (and a warning) when it cannot say.
+async fn load_routing(registry: &Registry) -> Option<Routing> {
+    let backends = registry.routing_entities::<Backend>().await;
+    let frontends = registry.routing_entities::<Frontend>().await;
+    match (backends, frontends) {
+        (Ok(backends), Ok(frontends)) => Some(Routing {
+            backends: backends
+                .iter()
+                .map(|b| {
+                    (
+                        b.name().to_string(),
+                        (b.app().to_string(), b.version().to_string()),
+                    )
+                })
+                .collect(),
+            frontends: frontends
+                .iter()
+                .filter_map(|f| {
+                    Some((
+                        f.name().to_string(),
+                        (f.backend()?.to_string(), frontend_port(f)?),
+                    ))
+                })
+                .collect(),
+        }),
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::warn!(%error, "xDS could not read bender's backends and frontends");
+            None
+        }
+    }
+}
+
+/// The resource `name` with `body`: the previous one when its body is the same (so its version,
+/// and what clients hold, stay as they are), else a new one at `version`.
+fn kept(previous: Option<&Arc<Resource>>, name: &str, version: i64, body: Any) -> Arc<Resource> {
+    match previous {
+        Some(previous) if previous.body == body => previous.clone(),
+        _ => Arc::new(Resource {
+            name: name.to_string(),
+            version,
+            body,
+        }),
+    }
+}
+
+/// What the builder knows: every live instance by service, and bender's routing.
 #[derive(Default)]
 struct Live {
     services: BTreeMap<String, BTreeMap<InstanceId, InstanceSpec>>,
     revision: i64,
     changed: BTreeSet<String>,
+    routing: Routing,
+    /// The catalog changed since the routing was read.
+    catalog_changed: bool,
 }
 
 impl Live {
@@ -197,8 +277,10 @@ impl Live {
                         .insert(spec.id().clone(), spec.clone());
                 }
                 self.revision = revision.0;
+                self.catalog_changed = true;
             }
             FeedEvent::Batch(batch) => {
+                self.catalog_changed |= batch.catalog_changed;
                 for event in &batch.events {
                     let spec = &event.instance.instance.spec;
                     let service = spec.service().to_string();
@@ -225,16 +307,21 @@ impl Live {
         }
     }
 
-    /// The next snapshot: the previous one with the changed services made again.
-    fn next(&mut self, previous: &Snapshot) -> Snapshot {
+    /// The next snapshot: the previous one with the changed services made again, and the
+    /// routing resources those services (or a changed routing) touch.
+    fn next(&mut self, previous: &Snapshot, routing_changed: bool) -> Snapshot {
         let mut next = Snapshot {
             revision: self.revision,
             clusters: previous.clusters.clone(),
             endpoints: previous.endpoints.clone(),
             instances: previous.instances.clone(),
             services: previous.services.clone(),
+            listeners: previous.listeners.clone(),
+            routes: previous.routes.clone(),
         };
-        for service in std::mem::take(&mut self.changed) {
+        let changed = std::mem::take(&mut self.changed);
+        self.next_routing(previous, &mut next, &changed, routing_changed);
+        for service in changed {
             match self.services.get(&service) {
                 Some(instances) => {
                     if !next.services.contains_key(&service) {
@@ -271,9 +358,79 @@ impl Live {
         }
         next
     }
+
+    /// Backends whose app changed (or all, when the routing did) get their cluster and load
+    /// assignment made again; frontends their listener and route. What is gone is removed.
+    fn next_routing(
+        &self,
+        previous: &Snapshot,
+        next: &mut Snapshot,
+        changed: &BTreeSet<String>,
+        routing_changed: bool,
+    ) {
+        let version = self.revision;
+        if routing_changed {
+            let backend_names: BTreeSet<String> = self
+                .routing
+                .backends
+                .keys()
+                .map(|name| format!("{}{name}", resources::BACKEND))
+                .collect();
+            for map in [&mut next.clusters, &mut next.endpoints] {
+                map.retain(|name, _| {
+                    !name.starts_with(resources::BACKEND) || backend_names.contains(name)
+                });
+            }
+            next.instances.retain(|name, _| {
+                !name.starts_with(resources::BACKEND) || backend_names.contains(name)
+            });
+            next.listeners.clear();
+            next.routes.clear();
+            for (name, (backend, port)) in &self.routing.frontends {
+                let key = format!("{}{name}", resources::FRONTEND);
+                let cluster = format!("{}{backend}", resources::BACKEND);
+                let listener = resources::frontend_listener(&key, *port);
+                let route = resources::route_configuration(&key, &cluster);
+                next.listeners.insert(
+                    key.clone(),
+                    kept(previous.listeners.get(&key), &key, version, listener),
+                );
+                next.routes.insert(
+                    key.clone(),
+                    kept(previous.routes.get(&key), &key, version, route),
+                );
+            }
+        }
+        for (name, (app, app_version)) in &self.routing.backends {
+            if !routing_changed && !changed.contains(app) {
+                continue;
+            }
+            let key = format!("{}{name}", resources::BACKEND);
+            let members: Vec<InstanceSpec> = self
+                .services
+                .get(app)
+                .into_iter()
+                .flat_map(|instances| instances.values())
+                .filter(|spec| spec.version() == Some(app_version.as_str()))
+                .cloned()
+                .collect();
+            let cluster = resources::cluster(&key);
+            let assignment = resources::load_assignment(&key, members.iter(), None);
+            next.clusters.insert(
+                key.clone(),
+                kept(previous.clusters.get(&key), &key, version, cluster),
+            );
+            next.endpoints.insert(
+                key.clone(),
+                kept(previous.endpoints.get(&key), &key, version, assignment),
+            );
+            next.instances.insert(key, Arc::new(members));
+        }
+    }
 }
 
 async fn follow(
+    registry: Registry,
     mut feed: berth_registry::FeedSubscription,
     sender: watch::Sender<Arc<Snapshot>>,
     coalescing: Coalescing,
@@ -294,10 +451,18 @@ async fn follow(
                 () = &mut cap => break,
             }
         }
-        if live.changed.is_empty() {
+        let mut routing_changed = false;
+        if std::mem::take(&mut live.catalog_changed)
+            && let Some(routing) = load_routing(&registry).await
+            && routing != live.routing
+        {
+            live.routing = routing;
+            routing_changed = true;
+        }
+        if live.changed.is_empty() && !routing_changed {
             continue;
         }
-        let next = live.next(&sender.borrow());
+        let next = live.next(&sender.borrow(), routing_changed);
         builds.increment(1);
         sender.send_replace(Arc::new(next));
         if sender.is_closed() {

@@ -716,3 +716,93 @@ async fn xds_is_served_over_tls_with_the_listeners_certificate() {
         )
         .await;
 }
+
+/// A bender frontend becomes an Envoy listener on its port, routed to its backend: the
+/// backend's app at its version (bender's HAProxy model, on Envoy). Another version of the app
+/// gets no traffic; a deleted frontend's listener goes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bender_frontend_becomes_an_envoy_listener_routed_to_its_backend() {
+    let (_keep, dir) = data_dir();
+    let berth = Berth::embedded(&dir);
+    let (new, old) = (backend("new").await, backend("old").await);
+    let http = crate::support::http();
+    for (version, port) in [("2.0", new.port), ("1.0", old.port)] {
+        let answer = http
+            .post(format!(
+                "{}/registrations/shop/{version}/127.0.0.1/{port}",
+                berth.base
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success(), "{:?}", answer.text().await);
+    }
+    let frontend_port = free_port();
+    for (path, body) in [
+        (
+            "backends",
+            serde_json::json!({"name": "shop-v2", "app": "shop", "version": "2.0"}),
+        ),
+        (
+            "frontends",
+            serde_json::json!({"name": "shop", "backend": "shop-v2", "port": frontend_port}),
+        ),
+    ] {
+        let answer = http
+            .post(format!("{}/{path}", berth.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success(), "{:?}", answer.text().await);
+    }
+    let envoy = start_envoy(&berth, "shop", "envoy-frontends", false);
+    envoy
+        .converges(
+            "backend/shop-v2",
+            &[host(new.port, 1)],
+            Duration::from_secs(20),
+        )
+        .await;
+    let through_frontend = || async {
+        let answer = crate::support::http()
+            .get(format!("http://127.0.0.1:{frontend_port}/"))
+            .send()
+            .await
+            .ok()?;
+        answer.text().await.ok()
+    };
+    let started = Instant::now();
+    while through_frontend().await.as_deref() != Some("new") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the frontend's listener does not reach its backend"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..10 {
+        assert_eq!(through_frontend().await.as_deref(), Some("new"));
+    }
+
+    let answer = http
+        .delete(format!("{}/frontends/shop", berth.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success());
+    let deleted = Instant::now();
+    while through_frontend().await.is_some() {
+        assert!(
+            deleted.elapsed() < Duration::from_secs(5),
+            "the deleted frontend's listener still answers"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let clients = xds_clients(&berth).await;
+    for kind in ["cds", "eds", "lds", "rds"] {
+        assert_eq!(
+            clients["clients"][0]["types"][kind]["nacks"], 0,
+            "{kind}: {clients}"
+        );
+    }
+}
