@@ -133,7 +133,7 @@ fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
 
 /// The name a verified client certificate stands for: its subject's common name, else its
 /// first DNS name.
-pub(crate) fn subject_name(certificate: &CertificateDer<'_>) -> Option<String> {
+pub fn subject_name(certificate: &CertificateDer<'_>) -> Option<String> {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
     let (_, parsed) = X509Certificate::from_der(certificate.as_ref()).ok()?;
     if let Some(common_name) = parsed

@@ -204,14 +204,14 @@ pub async fn run(config: ServeConfig, unknown_env: Vec<String>) -> anyhow::Resul
         surfaces.push(Surface {
             name: "xds",
             address: listener.local_addr()?,
-            serve: Box::pin(
-                xds.serve(
-                    listener,
-                    tls.clone()
-                        .map(|tls| Arc::new(move || tls.acceptor()) as berth_xds::TlsAcceptors),
-                    async move { shutdown.cancelled().await },
-                ),
-            ),
+            serve: Box::pin(xds.serve(
+                listener,
+                tls.clone().map(|tls| berth_xds::XdsTls {
+                    acceptors: Arc::new(move || tls.acceptor()),
+                    subject_of: berth_api::tls::subject_name,
+                }),
+                async move { shutdown.cancelled().await },
+            )),
         });
     }
     // DNS first: its `listening` line comes before HTTP's, which tests wait for.

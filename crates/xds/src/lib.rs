@@ -230,12 +230,13 @@ impl Xds {
     pub async fn serve(
         self,
         listener: TcpListener,
-        tls: Option<TlsAcceptors>,
+        tls: Option<XdsTls>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let streams_end = self.shared.shutdown.clone();
         let service = AggregatedDiscoveryServiceServer::new(Server {
             shared: self.shared,
+            subject_of: tls.as_ref().map(|tls| tls.subject_of),
         })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
@@ -251,9 +252,9 @@ impl Xds {
                     .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
                     .await
             }
-            Some(acceptors) => {
+            Some(tls) => {
                 router
-                    .serve_with_incoming_shutdown(tls_incoming(listener, acceptors), shutdown)
+                    .serve_with_incoming_shutdown(tls_incoming(listener, tls.acceptors), shutdown)
                     .await
             }
         }
@@ -263,6 +264,18 @@ impl Xds {
 
 /// The acceptor for a new TLS connection, with the certificates of the moment.
 pub type TlsAcceptors = Arc<dyn Fn() -> tokio_rustls::TlsAcceptor + Send + Sync>;
+
+/// The name a verified client certificate gives its holder (the HTTP listener's rule, so one
+/// certificate is the same caller on both).
+pub type CertificateSubject =
+    fn(&tokio_rustls::rustls::pki_types::CertificateDer<'_>) -> Option<String>;
+
+/// TLS on the xDS listener: the acceptor of the moment (with a client CA configured, it asks
+/// for client certificates), and how a certificate it verified names the caller.
+pub struct XdsTls {
+    pub acceptors: TlsAcceptors,
+    pub subject_of: CertificateSubject,
+}
 
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -302,6 +315,8 @@ fn tls_incoming(
 
 struct Server {
     shared: Arc<Shared>,
+    /// With TLS: a verified client certificate stands in for a token, as on HTTP.
+    subject_of: Option<CertificateSubject>,
 }
 
 /// A stream's queued answers, boxed: the queue's slots stay small (a `Status` is large), which
@@ -315,7 +330,8 @@ fn answers<R>(receiver: mpsc::Receiver<Answer<R>>) -> Answers<R> {
 }
 
 impl Server {
-    /// The one auth check: the stream's token (`authorization: Bearer …`), or none.
+    /// The one auth check: the stream's token (`authorization: Bearer …`), its connection's
+    /// verified client certificate, or none.
     async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         let secret = request
             .metadata()
@@ -323,9 +339,14 @@ impl Server {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
             .map(str::trim);
-        let credentials = match secret {
-            Some(secret) => Credentials::Secret(secret),
-            None => Credentials::None,
+        let subject = self.subject_of.and_then(|subject_of| {
+            let certificates = request.peer_certs()?;
+            subject_of(certificates.first()?)
+        });
+        let credentials = match (subject.as_deref(), secret) {
+            (Some(subject), secret) => Credentials::Certificate { subject, secret },
+            (None, Some(secret)) => Credentials::Secret(secret),
+            (None, None) => Credentials::None,
         };
         self.shared
             .registry

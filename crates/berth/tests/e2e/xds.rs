@@ -806,3 +806,138 @@ async fn a_bender_frontend_becomes_an_envoy_listener_routed_to_its_backend() {
         );
     }
 }
+
+/// With auth on and a client CA, a verified client certificate stands in for a token on xDS as
+/// on HTTP: a stream with the certificate and no token gets the clusters its grants read (the
+/// one auth check), and one asking by name for a service outside them is ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_is_an_xds_credential() {
+    use berth_testkit::pki::Authority;
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let (keep, _) = data_dir();
+    let dir = keep.path();
+    let authority = Authority::new("berth test CA");
+    let ca = authority.write_certificate(&dir.join("ca.pem"));
+    let server = authority.issue(dir, "server", "berth", &["localhost", "127.0.0.1"]);
+    let client = authority.issue(dir, "payments", "payments", &[]);
+    let mut args = vec![
+        format!("--data-dir={}", dir.join("data").display()),
+        format!("--tls-cert-file={}", server.cert_file.display()),
+        format!("--tls-key-file={}", server.key_file.display()),
+        format!("--tls-client-ca-file={}", ca.display()),
+        "--tls-client-cert-grants=read:payments-*,write:payments-*".into(),
+    ];
+    args.extend(crate::auth::auth_args(dir));
+    let berth = Berth::start(&args);
+    let (cert, key) = (
+        std::fs::read(&client.cert_file).unwrap(),
+        std::fs::read(&client.key_file).unwrap(),
+    );
+    let mut identity_pem = cert.clone();
+    identity_pem.extend_from_slice(b"\n");
+    identity_pem.extend_from_slice(&key);
+    let as_payments = berth_client::Client::with_options(
+        format!("https://{}", berth.address),
+        &berth_client::ClientOptions {
+            ca_pem: Some(std::fs::read(&ca).unwrap()),
+            identity_pem: Some(identity_pem),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for service in ["payments-api", "search-api"] {
+        let registration = berth_client::Registration {
+            id: Some("i1".into()),
+            address: "10.0.0.1".into(),
+            port: 80,
+            ..Default::default()
+        };
+        let registered = as_payments.register(service, &registration).await;
+        // The certificate may write its own team's services only.
+        assert_eq!(
+            registered.is_ok(),
+            service == "payments-api",
+            "{registered:?}"
+        );
+    }
+    // The administrator's token, sent along, takes precedence over the certificate.
+    as_payments
+        .clone()
+        .with_token(crate::auth::BOOTSTRAP)
+        .register(
+            "search-api",
+            &berth_client::Registration {
+                id: Some("i1".into()),
+                address: "10.0.0.2".into(),
+                port: 80,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    let port = berth
+        .surface_address("xds")
+        .unwrap()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .to_string();
+    let channel = Endpoint::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(std::fs::read(&ca).unwrap()))
+                .identity(Identity::from_pem(cert, key))
+                .domain_name("localhost"),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    sender.send(request(CLUSTER, &[], None)).await.unwrap();
+    let mut responses = AggregatedDiscoveryServiceClient::new(channel.clone())
+        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await
+        .expect("the certificate authenticates the stream")
+        .into_inner();
+    let mut clusters = next(&mut responses).await;
+    while clusters.resources.is_empty() {
+        sender
+            .send(request(CLUSTER, &[], Some(&clusters)))
+            .await
+            .unwrap();
+        clusters = next(&mut responses).await;
+    }
+    // (The encoded Cluster holds its name as plain bytes.)
+    let holds = |name: &str| {
+        clusters
+            .resources
+            .iter()
+            .any(|any| any.value.windows(name.len()).any(|w| w == name.as_bytes()))
+    };
+    let names: Vec<&str> = ["payments-api", "search-api"]
+        .into_iter()
+        .filter(|name| holds(name))
+        .collect();
+    assert_eq!(
+        names,
+        ["payments-api"],
+        "the wildcard covers what its grants read"
+    );
+    // Asking by name for what the grants do not read ends the stream.
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    sender
+        .send(request(CLUSTER, &["search-api"], None))
+        .await
+        .unwrap();
+    let refused = AggregatedDiscoveryServiceClient::new(channel)
+        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await;
+    let refused = match refused {
+        Err(status) => status,
+        Ok(stream) => stream.into_inner().message().await.unwrap_err(),
+    };
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+}
