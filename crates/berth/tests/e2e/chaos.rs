@@ -21,6 +21,8 @@ const TTL: Duration = Duration::from_secs(15);
 /// Instances one worker keeps registered at most.
 const INSTANCES_PER_WORKER: usize = 6;
 const WORKERS: usize = 6;
+/// Applications one worker creates per round at most.
+const APPS_PER_WORKER: usize = 3;
 const NODES: usize = 3;
 
 fn repository() -> PathBuf {
@@ -391,7 +393,13 @@ async fn worker(
                     }
                     Err(error) if error.status() == Some(404) => {
                         ledger.acknowledged += 1;
-                        gone_early(&mut ledger, &key, started);
+                        gone_early(
+                            &mut ledger,
+                            &key,
+                            started,
+                            "a deregistration",
+                            client.base(),
+                        );
                         InstanceFate::Deregistered
                     }
                     Err(_) => {
@@ -401,8 +409,9 @@ async fn worker(
                 };
                 ledger.instances.insert(key, fate);
             }
-            // A new application: a port allocation.
-            7 => {
+            // A new application: a port allocation (a few per round, so that twenty rounds of
+            // every fault stay within the port range).
+            7 if apps.len() < APPS_PER_WORKER => {
                 let id = format!("{round}-w{worker}-app{}", apps.len());
                 let body = serde_json::json!({"id": id, "kind": "nodejs"});
                 let outcome = client.call(Method::POST, "/v1/apps", Some(&body)).await;
@@ -480,7 +489,7 @@ async fn worker(
                     }
                     Err(error) if error.status() == Some(404) => {
                         ledger.acknowledged += 1;
-                        gone_early(&mut ledger, &key, started);
+                        gone_early(&mut ledger, &key, started, "a heartbeat", client.base());
                         ledger.instances.insert(key.clone(), InstanceFate::Expired);
                         mine.retain(|k| *k != key);
                     }
@@ -502,13 +511,20 @@ async fn worker(
 
 /// An instance the cluster says is gone at `asked_at`: a loss if its last acknowledged renewal
 /// promised it longer.
-fn gone_early(ledger: &mut Ledger, key: &(String, String), asked_at: Instant) {
+fn gone_early(
+    ledger: &mut Ledger,
+    key: &(String, String),
+    asked_at: Instant,
+    how: &str,
+    server: &str,
+) {
     if let Some(InstanceFate::Alive { renewed_before }) = ledger.instances.get(key)
         && asked_at < *renewed_before + TTL
     {
         let early = (*renewed_before + TTL) - asked_at;
         ledger.violations.push(format!(
-            "{}/{} was gone {early:?} before its TTL from its last acknowledged renewal",
+            "{}/{} was gone ({how} answered 404 by {server}) {early:?} before its TTL from its \
+             last acknowledged renewal",
             key.0, key.1
         ));
     }
