@@ -48,11 +48,16 @@ pub fn build_images() {
 
 async fn run(program: &str, args: &[&str], dir: Option<&Path>) -> (bool, String) {
     let mut command = tokio::process::Command::new(program);
-    command.args(args).kill_on_drop(true);
+    command.args(args);
     if let Some(dir) = dir {
         command.current_dir(dir);
     }
-    match command.output().await {
+    output_of(command).await
+}
+
+/// Runs `command` to its end: whether it succeeded, and its stdout then stderr.
+async fn output_of(mut command: tokio::process::Command) -> (bool, String) {
+    match command.kill_on_drop(true).output().await {
         Ok(output) => (
             output.status.success(),
             format!(
@@ -128,19 +133,8 @@ impl Cluster {
             .current_dir(self.dir.path())
             .env("BERTH_PORT_1", &ports[0])
             .env("BERTH_PORT_2", &ports[1])
-            .env("BERTH_PORT_3", &ports[2])
-            .kill_on_drop(true);
-        match command.output().await {
-            Ok(output) => (
-                output.status.success(),
-                format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&output.stdout),
-                    String::from_utf8_lossy(&output.stderr)
-                ),
-            ),
-            Err(error) => (false, error.to_string()),
-        }
+            .env("BERTH_PORT_3", &ports[2]);
+        output_of(command).await
     }
 
     pub async fn up(&self) {

@@ -135,17 +135,14 @@ impl EtcdStore {
         self.contact.report()
     }
 
-    /// Fails at once while the quorum is known to be lost (see `contact.rs`).
-    fn quorum(&self) -> Result<()> {
-        match self.contact.refuse() {
-            Some(why) => Err(StoreError::Unavailable(why)),
-            None => Ok(()),
+    /// Runs a call that needs the quorum (see `contact.rs`): refused at once while the quorum
+    /// is known to be lost, dropped when it is found lost meanwhile, and noted when it could not
+    /// reach etcd (a lost quorum if nothing succeeded for a while).
+    async fn with_quorum<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
+        if let Some(why) = self.contact.refuse() {
+            return Err(StoreError::Unavailable(why));
         }
-    }
-
-    /// Passes `result` on, noting a call that could not reach etcd (a lost quorum if nothing
-    /// succeeded for a while).
-    fn noted<T>(&self, result: Result<T>) -> Result<T> {
+        let result = self.contact.unless_lost(call).await;
         if let Err(StoreError::Unavailable(why)) = &result {
             self.contact.failed(why, false);
         }
@@ -337,14 +334,10 @@ impl Store for EtcdStore {
         if let Some(limit) = request.limit {
             options = options.with_limit(limit as i64);
         }
-        self.quorum()?;
         let mut kv = kv_client(&self.client);
         let response = self
-            .noted(
-                self.contact
-                    .unless_lost(call(kv.get(key, Some(options))))
-                    .await,
-            )
+            .with_quorum(call(kv.get(key, Some(options))))
+            .await
             .map_err(|e| match request.revision {
                 Some(requested) => with_revision(e, requested, None),
                 None => e,
@@ -364,22 +357,19 @@ impl Store for EtcdStore {
             .when(txn.compares.iter().map(convert_compare).collect::<Vec<_>>())
             .and_then(txn.success.iter().map(convert_txn_op).collect::<Vec<_>>())
             .or_else(txn.failure.iter().map(convert_txn_op).collect::<Vec<_>>());
-        self.quorum()?;
         let mut kv = kv_client(&self.client);
-        let response = self
-            .noted(self.contact.unless_lost(call(kv.txn(request))).await)
-            .map_err(|e| {
-                // etcd names no lease; report the one the transaction used.
-                let lease = txn
-                    .success
-                    .iter()
-                    .chain(&txn.failure)
-                    .find_map(|op| match op {
-                        TxnOp::Put { lease, .. } => *lease,
-                        TxnOp::Delete(_) => None,
-                    });
-                with_lease(e, lease.unwrap_or(LeaseId(0)))
-            })?;
+        let response = self.with_quorum(call(kv.txn(request))).await.map_err(|e| {
+            // etcd names no lease; report the one the transaction used.
+            let lease = txn
+                .success
+                .iter()
+                .chain(&txn.failure)
+                .find_map(|op| match op {
+                    TxnOp::Put { lease, .. } => *lease,
+                    TxnOp::Delete(_) => None,
+                });
+            with_lease(e, lease.unwrap_or(LeaseId(0)))
+        })?;
         Ok(TxnResponse {
             succeeded: response.succeeded(),
             revision: header_revision(response.header()),
@@ -394,13 +384,8 @@ impl Store for EtcdStore {
         }
         // etcd counts whole seconds; round up so a lease never lives shorter than asked.
         let seconds = ttl.as_millis().div_ceil(1000).max(1) as i64;
-        self.quorum()?;
         let mut lease = self.client.lease_client();
-        let response = self.noted(
-            self.contact
-                .unless_lost(call(lease.grant(seconds, None)))
-                .await,
-        )?;
+        let response = self.with_quorum(call(lease.grant(seconds, None))).await?;
         if !response.error().is_empty() {
             return Err(StoreError::Storage(format!("etcd: {}", response.error())));
         }
@@ -414,12 +399,9 @@ impl Store for EtcdStore {
     }
 
     async fn lease_keepalive(&self, id: LeaseId) -> Result<Duration> {
-        self.quorum()?;
-        let result = self.noted(
-            self.contact
-                .unless_lost(self.keepalive.keepalive(&self.client, id))
-                .await,
-        );
+        let result = self
+            .with_quorum(self.keepalive.keepalive(&self.client, id))
+            .await;
         match &result {
             Ok(ttl) => self
                 .deadlines
@@ -501,10 +483,12 @@ impl Store for EtcdStore {
     }
 
     async fn status(&self) -> Result<StoreStatus> {
-        self.quorum()?;
         let mut kv = kv_client(&self.client);
         let response = self
-            .noted(call(kv.get(vec![0], Some(etcd::GetOptions::new().with_count_only()))).await)?;
+            .with_quorum(call(
+                kv.get(vec![0], Some(etcd::GetOptions::new().with_count_only())),
+            ))
+            .await?;
         Ok(StoreStatus {
             revision: header_revision(response.header()),
             compact_revision: None,
