@@ -110,6 +110,10 @@ impl From<RegistryError> for ApiError {
             RegistryError::Unavailable(message) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }
+            // Not a 503: a client that fails over must not repeat a POST it may have made.
+            RegistryError::OutcomeUnknown(message) => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "outcome_unknown", message)
+            }
             RegistryError::Unauthenticated(message) => {
                 ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
             }

@@ -226,7 +226,9 @@ const FAILOVER_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A client of one berth, or of several nodes of one cluster: each request goes to the server
 /// that answered last, and moves to the next on a connection error or a 503 (a node that lost
-/// its store), round after round with back-off. Clones share which server is current.
+/// its store), round after round with back-off; a request other than POST also moves on when no
+/// answer comes or the answer is a 504 (a node that cannot tell whether it applied it). Clones
+/// share which server is current.
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -258,15 +260,41 @@ pub fn split_servers(text: &str) -> Vec<String> {
 }
 
 /// Whether a failed attempt may go to another server: it never reached this one, or this one
-/// said it cannot take it now (503); or the request is safe to send twice.
+/// said it did nothing and cannot take it now (503); or the request is safe to send twice and
+/// this one could not tell whether it applied it (504, no answer).
 fn worth_another_server(
     outcome: &Result<reqwest::Response, reqwest::Error>,
     idempotent: bool,
 ) -> bool {
     match outcome {
-        Ok(response) => response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE,
+        Ok(response) => {
+            response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                || (idempotent && response.status() == reqwest::StatusCode::GATEWAY_TIMEOUT)
+        }
         Err(error) => error.is_connect() || idempotent,
     }
+}
+
+/// Whether a failed attempt may have been applied all the same: its server said the outcome is
+/// unknown (504), or the request left and no answer came back.
+fn maybe_applied(outcome: &Result<reqwest::Response, reqwest::Error>) -> bool {
+    match outcome {
+        Ok(response) => response.status() == reqwest::StatusCode::GATEWAY_TIMEOUT,
+        Err(error) => !error.is_connect(),
+    }
+}
+
+/// The answer to a DELETE that a later attempt found nothing to delete after an earlier one
+/// may have deleted it: done, since what was asked holds (a 404 would read as "it was never
+/// there" to a caller who just removed it). Marked so in `x-berth-outcome`.
+fn deleted_by_an_earlier_attempt() -> reqwest::Response {
+    let mut response = http::Response::new(Vec::<u8>::new());
+    *response.status_mut() = reqwest::StatusCode::NO_CONTENT;
+    response.headers_mut().insert(
+        "x-berth-outcome",
+        reqwest::header::HeaderValue::from_static("deleted-by-an-earlier-attempt"),
+    );
+    reqwest::Response::from(response)
 }
 
 impl Client {
@@ -390,8 +418,8 @@ impl Client {
 
     /// Sends `request` (built on the current server's URL) to the current server, and on to
     /// the others while they cannot take it, round after round with back-off. Any answer but a
-    /// 503 ends the search and makes its server current. A request whose body is a stream goes
-    /// to one server only.
+    /// 503 (or, for a request other than POST, a 504) ends the search and makes its server
+    /// current. A request whose body is a stream goes to one server only.
     async fn execute(
         &self,
         request: reqwest::RequestBuilder,
@@ -417,8 +445,10 @@ impl Client {
             Some(timeout) if several && timeout <= REQUEST_TIMEOUT => Some(ATTEMPT_TIMEOUT),
             other => other,
         };
+        let delete = request.method() == reqwest::Method::DELETE;
         let mut pending = Some(request);
         let mut last = None;
+        let mut earlier_maybe_applied = false;
         for round in 0..rounds {
             if round > 0 {
                 let pause = FAILOVER_BACKOFF * 4u32.pow(round - 1);
@@ -447,11 +477,18 @@ impl Client {
                     if index != self.current.load(Ordering::Relaxed) {
                         self.current.store(index, Ordering::Relaxed);
                     }
+                    if delete
+                        && earlier_maybe_applied
+                        && matches!(&outcome, Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND)
+                    {
+                        return Ok(deleted_by_an_earlier_attempt());
+                    }
                     return outcome.map_err(|error| ClientError::Transport {
                         base: self.servers[index].clone(),
                         detail: transport_detail(&error),
                     });
                 }
+                earlier_maybe_applied |= maybe_applied(&outcome);
                 last = Some((index, outcome));
             }
         }

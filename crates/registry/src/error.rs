@@ -37,6 +37,10 @@ pub enum RegistryError {
     /// The store cannot be reached or is shutting down; retrying later may succeed.
     #[error("{0}")]
     Unavailable(String),
+    /// A write reached the store but its answer did not come back: it may or may not have been
+    /// applied. Repeating it is safe only where repeating changes nothing more.
+    #[error("{0}")]
+    OutcomeUnknown(String),
     /// A fault of berth or its store, not of the request (a stored record that does not
     /// decode, a storage failure): logged, and answered as a server error.
     #[error("{0}")]
@@ -47,6 +51,10 @@ impl From<StoreError> for RegistryError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Unavailable(message) => RegistryError::Unavailable(message),
+            StoreError::OutcomeUnknown(message) => RegistryError::OutcomeUnknown(format!(
+                "the change may or may not have been applied ({message}); read it back, or \
+                 repeat it if repeating is harmless"
+            )),
             StoreError::Closed => {
                 RegistryError::Unavailable("the registry is shutting down".into())
             }

@@ -452,6 +452,10 @@ pub enum StoreError {
     InvalidRequest(String),
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A write was sent, but no answer came back (time ran out, the connection broke, or the
+    /// quorum was found lost while it was in flight): it may or may not have been applied.
+    #[error("store outcome unknown: {0}")]
+    OutcomeUnknown(String),
     #[error("store is shut down")]
     Closed,
     #[error("storage failure: {0}")]

@@ -1,8 +1,8 @@
 //! xDS v3 for Envoy and proxyless gRPC: aggregated discovery (ADS), state of the world and
-//! incremental, over gRPC. Clusters, load assignments, API listeners and routes are made from
-//! the registry's live feed once per change (`snapshot.rs`) and shared by every stream
-//! (`sotw.rs`, `delta.rs`); a stream authenticates with the registry's one check
-//! (`authorization: Bearer …` metadata) and may only ask for services its token may read.
+//! incremental, over gRPC, and EDS and CDS as services of their own. Clusters, load assignments,
+//! API listeners and routes are made from the registry's live feed once per change (`snapshot.rs`)
+//! and shared by every stream (`sotw.rs`, `delta.rs`); a stream authenticates with the registry's
+//! one check (`authorization: Bearer …` metadata) and may only ask for services its token may read.
 
 mod clients;
 mod delta;
@@ -16,11 +16,17 @@ pub use snapshot::Coalescing;
 use berth_domain::auth::Action;
 use berth_registry::Registry;
 use berth_registry::auth::{Caller, Credentials};
+use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_server::{
+    ClusterDiscoveryService, ClusterDiscoveryServiceServer,
+};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_server::{
+    EndpointDiscoveryService, EndpointDiscoveryServiceServer,
 };
 use resources::Kind;
 use snapshot::Snapshot;
@@ -134,10 +140,12 @@ pub(crate) trait Protocol: Default + Send + 'static {
 
 /// Serves one stream until the client or the server ends it: answers each request, pushes
 /// each new snapshot in make-before-break order, and ends on shutdown or when the stream's
-/// token is revoked.
+/// token is revoked. A stream of a one-type service (EDS, CDS) is `only` that type: a request
+/// for another ends it.
 async fn drive<P: Protocol>(
     shared: Arc<Shared>,
     caller: Caller,
+    only: Option<Kind>,
     mut requests: tonic::Streaming<P::Request>,
     responses: mpsc::Sender<Answer<P::Response>>,
 ) {
@@ -158,6 +166,16 @@ async fn drive<P: Protocol>(
                     Ok(None) | Err(_) => return,
                 };
                 match P::on_request(&mut stream, request) {
+                    Ok(Some(kind)) if only.is_some_and(|only| only != kind) => {
+                        let only = only.map_or("", Kind::type_url);
+                        let status = Status::invalid_argument(format!(
+                            "this service serves only {only}; ask for {} on its own service \
+                             or on ADS",
+                            kind.type_url()
+                        ));
+                        let _ = responses.send(Box::new(Err(status))).await;
+                        return;
+                    }
                     Ok(Some(kind)) => (snapshots.borrow_and_update().clone(), vec![kind]),
                     Ok(None) => continue,
                     Err(status) => {
@@ -234,18 +252,28 @@ impl Xds {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let streams_end = self.shared.shutdown.clone();
-        let service = AggregatedDiscoveryServiceServer::new(Server {
+        let server = Server {
             shared: self.shared,
             subject_of: tls.as_ref().map(|tls| tls.subject_of),
-        })
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
+        };
+        let aggregated = AggregatedDiscoveryServiceServer::new(server.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let endpoints = EndpointDiscoveryServiceServer::new(server.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let clusters = ClusterDiscoveryServiceServer::new(server)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
         let shutdown = async move {
             shutdown.await;
             streams_end.cancel();
         };
         let mut server = tonic::transport::Server::builder();
-        let router = server.add_service(service);
+        let router = server
+            .add_service(aggregated)
+            .add_service(endpoints)
+            .add_service(clusters);
         match tls {
             None => {
                 router
@@ -313,6 +341,7 @@ fn tls_incoming(
     ReceiverStream::new(receiver)
 }
 
+#[derive(Clone)]
 struct Server {
     shared: Arc<Shared>,
     /// With TLS: a verified client certificate stands in for a token, as on HTTP.
@@ -322,11 +351,41 @@ struct Server {
 /// A stream's queued answers, boxed: the queue's slots stay small (a `Status` is large), which
 /// keeps an idle stream small.
 type Answer<R> = Box<Result<R, Status>>;
-type Answers<R> =
-    futures::stream::Map<ReceiverStream<Answer<R>>, fn(Answer<R>) -> Result<R, Status>>;
 
-fn answers<R>(receiver: mpsc::Receiver<Answer<R>>) -> Answers<R> {
-    futures::StreamExt::map(ReceiverStream::new(receiver), |answer| *answer)
+/// A stream's answers as tonic's encoder takes them: one at a time. The encoder packs every
+/// answer that is ready at once into one buffer (until 32 KiB) and keeps that buffer's capacity
+/// for the stream's life, so a burst of responses (a client's first load assignments) would
+/// leave every idle stream holding tens of KiB; handed one at a time, the buffer stays the size
+/// of one response.
+pub(crate) struct Answers<R> {
+    queue: mpsc::Receiver<Answer<R>>,
+    just_answered: bool,
+}
+
+fn answers<R>(queue: mpsc::Receiver<Answer<R>>) -> Answers<R> {
+    Answers {
+        queue,
+        just_answered: false,
+    }
+}
+
+impl<R> futures::Stream for Answers<R> {
+    type Item = Result<R, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if std::mem::take(&mut self.just_answered) {
+            // Pending once after each answer: the encoder sends what it holds, and the wake
+            // brings it straight back for the next.
+            context.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        let answer = std::task::ready!(self.queue.poll_recv(context));
+        self.just_answered = answer.is_some();
+        std::task::Poll::Ready(answer.map(|answer| *answer))
+    }
 }
 
 impl Server {
@@ -354,6 +413,29 @@ impl Server {
             .await
             .map_err(|error| Status::unauthenticated(error.to_string()))
     }
+
+    /// Opens a stream of protocol `P` (of every type on ADS, `only` one on EDS and CDS).
+    async fn open<P: Protocol>(
+        &self,
+        request: Request<tonic::Streaming<P::Request>>,
+        only: Option<Kind>,
+    ) -> Result<Response<Answers<P::Response>>, Status> {
+        let caller = self.caller(&request).await?;
+        let (sender, receiver) = mpsc::channel(STREAM_QUEUE);
+        tokio::spawn(drive::<P>(
+            self.shared.clone(),
+            caller,
+            only,
+            request.into_inner(),
+            sender,
+        ));
+        Ok(Response::new(answers(receiver)))
+    }
+}
+
+/// The one-shot fetch of the REST-era API: berth serves xDS as streams only.
+fn no_fetch() -> Status {
+    Status::unimplemented("berth serves xDS as streams: use the Stream or Delta method (or ADS)")
 }
 
 #[tonic::async_trait]
@@ -365,30 +447,74 @@ impl AggregatedDiscoveryService for Server {
         &self,
         request: Request<tonic::Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let caller = self.caller(&request).await?;
-        let (sender, receiver) = mpsc::channel(STREAM_QUEUE);
-        tokio::spawn(drive::<sotw::TypeState>(
-            self.shared.clone(),
-            caller,
-            request.into_inner(),
-            sender,
-        ));
-        Ok(Response::new(answers(receiver)))
+        self.open::<sotw::TypeState>(request, None).await
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<tonic::Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let caller = self.caller(&request).await?;
-        let (sender, receiver) = mpsc::channel(STREAM_QUEUE);
-        tokio::spawn(drive::<delta::TypeState>(
-            self.shared.clone(),
-            caller,
-            request.into_inner(),
-            sender,
-        ));
-        Ok(Response::new(answers(receiver)))
+        self.open::<delta::TypeState>(request, None).await
+    }
+}
+
+/// EDS on its own (a data plane with static clusters of type EDS, as lyft's SDS clients had).
+#[tonic::async_trait]
+impl EndpointDiscoveryService for Server {
+    type StreamEndpointsStream = Answers<DiscoveryResponse>;
+    type DeltaEndpointsStream = Answers<DeltaDiscoveryResponse>;
+
+    async fn stream_endpoints(
+        &self,
+        request: Request<tonic::Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamEndpointsStream>, Status> {
+        self.open::<sotw::TypeState>(request, Some(Kind::Endpoints))
+            .await
+    }
+
+    async fn delta_endpoints(
+        &self,
+        request: Request<tonic::Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaEndpointsStream>, Status> {
+        self.open::<delta::TypeState>(request, Some(Kind::Endpoints))
+            .await
+    }
+
+    async fn fetch_endpoints(
+        &self,
+        _request: Request<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        Err(no_fetch())
+    }
+}
+
+/// CDS on its own. Its clusters name ADS for their endpoints, as on ADS.
+#[tonic::async_trait]
+impl ClusterDiscoveryService for Server {
+    type StreamClustersStream = Answers<DiscoveryResponse>;
+    type DeltaClustersStream = Answers<DeltaDiscoveryResponse>;
+
+    async fn stream_clusters(
+        &self,
+        request: Request<tonic::Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamClustersStream>, Status> {
+        self.open::<sotw::TypeState>(request, Some(Kind::Cluster))
+            .await
+    }
+
+    async fn delta_clusters(
+        &self,
+        request: Request<tonic::Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaClustersStream>, Status> {
+        self.open::<delta::TypeState>(request, Some(Kind::Cluster))
+            .await
+    }
+
+    async fn fetch_clusters(
+        &self,
+        _request: Request<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        Err(no_fetch())
     }
 }
 
@@ -405,5 +531,24 @@ mod tests {
             vec![vec![5_000, 3_000], vec![1_000], vec![20_000], vec![5]]
         );
         assert!(in_responses(Vec::<usize>::new(), |size| *size).is_empty());
+    }
+
+    #[test]
+    fn answers_reach_the_encoder_one_at_a_time() {
+        use futures::Stream;
+        use std::task::{Context, Poll};
+        let (sender, receiver) = mpsc::channel(4);
+        for n in 0..2 {
+            sender.try_send(Box::new(Ok(n))).unwrap();
+        }
+        drop(sender);
+        let mut answers = answers::<i32>(receiver);
+        let mut context = Context::from_waker(std::task::Waker::noop());
+        let mut next = || std::pin::Pin::new(&mut answers).poll_next(&mut context);
+        assert!(matches!(next(), Poll::Ready(Some(Ok(0)))));
+        assert!(next().is_pending(), "a pending turn after each answer");
+        assert!(matches!(next(), Poll::Ready(Some(Ok(1)))));
+        assert!(next().is_pending());
+        assert!(matches!(next(), Poll::Ready(None)));
     }
 }

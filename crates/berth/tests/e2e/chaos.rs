@@ -417,6 +417,16 @@ async fn worker(
                         ledger.apps.insert(id.clone(), port);
                         apps.push(id);
                     }
+                    // An earlier attempt whose answer never came (504, or no answer) made it:
+                    // it exists, with a port the ledger does not know.
+                    Err(ClientError::Api {
+                        status: 409,
+                        field: Some(field),
+                        ..
+                    }) if field == "id" && ledger.apps.get(&id) == Some(&None) => {
+                        ledger.acknowledged += 1;
+                        apps.push(id);
+                    }
                     Err(error) if !unavailable(&error) => {
                         ledger
                             .violations

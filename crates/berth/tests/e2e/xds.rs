@@ -2,13 +2,16 @@
 //! bootstrap`, over state of the world and over delta, sends HTTP to the backends registered
 //! in berth and follows deregistrations, weight changes and new instances within a second;
 //! grpcio's own xDS client (`xds:///S`) round-robins over registered gRPC servers and stops
-//! using a deregistered one within a second, with no NACK; and a client that rejects a
-//! response gets it exactly once while the stream keeps working for other types.
+//! using a deregistered one within a second, with no NACK; a client that rejects a response
+//! gets it exactly once while the stream keeps working for other types; and EDS and CDS are
+//! served on their own services too.
 
 use crate::support::{Berth, data_dir, run_berth};
 use berth_testkit::{ChildGuard, EtcdServer, free_port};
+use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_client::ClusterDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_client::EndpointDiscoveryServiceClient;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -112,6 +115,18 @@ fn start_envoy(berth: &Berth, service: &str, node_id: &str, delta: bool) -> Envo
 /// An Envoy whose xDS cluster is `xds` (one or several `host:port`, comma separated), with
 /// more `berth xds bootstrap` flags.
 fn start_envoy_at(xds: &str, service: &str, node_id: &str, delta: bool, more: &[&str]) -> Envoy {
+    start_envoy_edited(xds, service, node_id, delta, more, |_| {})
+}
+
+/// [`start_envoy_at`] with the bootstrap changed by `edit` first.
+fn start_envoy_edited(
+    xds: &str,
+    service: &str,
+    node_id: &str,
+    delta: bool,
+    more: &[&str],
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Envoy {
     let dir = tempfile::tempdir().unwrap();
     let (admin, listener) = (free_port(), free_port());
     let admin_address = format!("127.0.0.1:{admin}");
@@ -136,8 +151,10 @@ fn start_envoy_at(xds: &str, service: &str, node_id: &str, delta: bool, more: &[
     args.extend_from_slice(more);
     let (code, bootstrap, stderr) = run_berth(&args);
     assert_eq!(code, Some(0), "{stderr}");
+    let mut bootstrap: serde_json::Value = serde_json::from_str(&bootstrap).unwrap();
+    edit(&mut bootstrap);
     let config = dir.path().join("envoy.json");
-    std::fs::write(&config, bootstrap).unwrap();
+    std::fs::write(&config, bootstrap.to_string()).unwrap();
     let process = ChildGuard::spawn(
         Command::new(venv("envoy"))
             .arg("-c")
@@ -503,6 +520,105 @@ async fn a_rejected_response_is_sent_once_and_the_stream_goes_on() {
     let eds = &clients["clients"][0]["types"]["eds"];
     assert_eq!(eds["nacks"], 1, "{clients}");
     assert_eq!(eds["last_nack"]["message"], "rejected by the test");
+}
+
+/// EDS and CDS on services of their own: an Envoy with no ADS and a static cluster of type EDS
+/// (how lyft's SDS clients were set up) gets the cluster's endpoints from berth's EDS service
+/// and follows a change; CDS's service answers clusters; a one-type service refuses another
+/// type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eds_and_cds_are_served_on_their_own_services() {
+    let (_keep, dir) = data_dir();
+    let berth = Berth::embedded(&dir);
+    let (one, two) = (backend("one").await, backend("two").await);
+    register(
+        &berth,
+        "web",
+        one.port,
+        serde_json::json!({"ttl_ms": 60_000}),
+    )
+    .await;
+    let xds = berth.surface_address("xds").unwrap();
+    let envoy = start_envoy_edited(&xds, "web", "standalone-eds", false, &[], |bootstrap| {
+        bootstrap
+            .as_object_mut()
+            .unwrap()
+            .remove("dynamic_resources");
+        let eds_service = serde_json::json!({
+            "resource_api_version": "V3",
+            "api_config_source": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "berth_xds"}}],
+            },
+        });
+        bootstrap["static_resources"]["clusters"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "name": "web",
+                "type": "EDS",
+                "connect_timeout": "1s",
+                "eds_cluster_config": {"eds_config": eds_service},
+            }));
+    });
+    envoy
+        .converges("web", &[host(one.port, 1)], Duration::from_secs(20))
+        .await;
+    assert_eq!(envoy.get().await.as_deref(), Some("one"));
+    register(
+        &berth,
+        "web",
+        two.port,
+        serde_json::json!({"ttl_ms": 60_000}),
+    )
+    .await;
+    envoy
+        .converges("web", &[host(one.port, 1), host(two.port, 1)], WITHIN)
+        .await;
+    let clients = xds_clients(&berth).await;
+    let eds = &clients["clients"][0]["types"]["eds"];
+    assert_eq!(eds["nacks"], 0, "{clients}");
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{xds}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let (sender, receiver) = tokio::sync::mpsc::channel(8);
+    let mut clusters = ClusterDiscoveryServiceClient::new(channel.clone())
+        .stream_clusters(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await
+        .unwrap()
+        .into_inner();
+    sender.send(request(CLUSTER, &[], None)).await.unwrap();
+    let answer = next(&mut clusters).await;
+    assert_eq!(answer.type_url, CLUSTER);
+    let names: Vec<String> = answer
+        .resources
+        .iter()
+        .map(|resource| {
+            use prost::Message;
+            envoy_types::pb::envoy::config::cluster::v3::Cluster::decode(resource.value.as_slice())
+                .unwrap()
+                .name
+        })
+        .collect();
+    assert_eq!(names, ["web"]);
+
+    let (sender, receiver) = tokio::sync::mpsc::channel(8);
+    let mut endpoints = EndpointDiscoveryServiceClient::new(channel)
+        .stream_endpoints(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await
+        .unwrap()
+        .into_inner();
+    sender.send(request(CLUSTER, &[], None)).await.unwrap();
+    let refused = tokio::time::timeout(Duration::from_secs(5), endpoints.message())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused}");
+    assert!(refused.message().contains("serves only"), "{refused}");
 }
 
 /// An Envoy in zone a sends everything to the instance in zone a while it is there, and to

@@ -255,7 +255,11 @@ impl Registry {
         let response = match store.txn(txn).await {
             Ok(response) => response,
             Err(error) => {
-                self.revoke_in_background(grant.id);
+                // A write of unknown outcome may have committed, holding the lease: revoking it
+                // would delete an instance a retry (here or on another node) acknowledges.
+                if !matches!(error, StoreError::OutcomeUnknown(_)) {
+                    self.revoke_in_background(grant.id);
+                }
                 return Err(error.into());
             }
         };
@@ -338,7 +342,7 @@ impl Registry {
             // TTLs under commit latency): try again, with a fresh lease (defect M14).
             Err(StoreError::LeaseNotFound(_)) if !fresh => return Ok(None),
             Err(error) => {
-                if fresh {
+                if fresh && !matches!(error, StoreError::OutcomeUnknown(_)) {
                     self.revoke_in_background(lease);
                 }
                 return Err(error.into());

@@ -149,6 +149,19 @@ impl EtcdStore {
         result
     }
 
+    /// [`EtcdStore::with_quorum`] for a write: refused up front the same way (nothing was
+    /// sent), but once sent, a failure to hear back — cut when the loss is found, out of time,
+    /// the connection gone — leaves it unknown whether etcd committed it, and says so.
+    async fn write_with_quorum<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
+        if let Some(why) = self.contact.refuse() {
+            return Err(StoreError::Unavailable(why));
+        }
+        match self.with_quorum(call).await {
+            Err(StoreError::Unavailable(why)) => Err(StoreError::OutcomeUnknown(why)),
+            other => other,
+        }
+    }
+
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
     }
@@ -358,18 +371,21 @@ impl Store for EtcdStore {
             .and_then(txn.success.iter().map(convert_txn_op).collect::<Vec<_>>())
             .or_else(txn.failure.iter().map(convert_txn_op).collect::<Vec<_>>());
         let mut kv = kv_client(&self.client);
-        let response = self.with_quorum(call(kv.txn(request))).await.map_err(|e| {
-            // etcd names no lease; report the one the transaction used.
-            let lease = txn
-                .success
-                .iter()
-                .chain(&txn.failure)
-                .find_map(|op| match op {
-                    TxnOp::Put { lease, .. } => *lease,
-                    TxnOp::Delete(_) => None,
-                });
-            with_lease(e, lease.unwrap_or(LeaseId(0)))
-        })?;
+        let response = self
+            .write_with_quorum(call(kv.txn(request)))
+            .await
+            .map_err(|e| {
+                // etcd names no lease; report the one the transaction used.
+                let lease = txn
+                    .success
+                    .iter()
+                    .chain(&txn.failure)
+                    .find_map(|op| match op {
+                        TxnOp::Put { lease, .. } => *lease,
+                        TxnOp::Delete(_) => None,
+                    });
+                with_lease(e, lease.unwrap_or(LeaseId(0)))
+            })?;
         Ok(TxnResponse {
             succeeded: response.succeeded(),
             revision: header_revision(response.header()),
@@ -414,7 +430,7 @@ impl Store for EtcdStore {
 
     async fn lease_revoke(&self, id: LeaseId) -> Result<()> {
         let mut lease = self.client.lease_client();
-        let result = call(lease.revoke(id.0)).await;
+        let result = self.with_quorum(call(lease.revoke(id.0))).await;
         if !matches!(result, Err(StoreError::Unavailable(_))) {
             self.deadlines.forget(id);
         }
